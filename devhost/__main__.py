@@ -1,0 +1,146 @@
+"""The ``python -m devhost`` command line: run, services, send, alerts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["main"]
+
+logger = logging.getLogger(__name__)
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # The Azure SDKs log every HTTP request at INFO; keep them quiet unless something fails.
+    logging.getLogger("azure").setLevel(logging.WARNING)
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+
+
+def _settings_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--settings",
+        type=Path,
+        metavar="FILE",
+        help="a local.settings.json-shaped file (default: <app dir>/local.settings.json); "
+        "environment variables win over it",
+    )
+    parser.add_argument(
+        "--app-dir",
+        type=Path,
+        metavar="DIR",
+        help="the function app's directory (default: the current directory)",
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m devhost",
+        description="Local queue-trigger host and helpers for tradeguard.",
+    )
+    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="serve the app's queue-triggered functions")
+    _settings_arguments(run)
+    run.add_argument(
+        "--drain",
+        action="store_true",
+        help="exit 0 once every trigger queue is empty and nothing is in flight",
+    )
+    run.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="with --drain: exit 1 if not drained within this time",
+    )
+    run.add_argument(
+        "--verbose", "-v", action="store_true", default=argparse.SUPPRESS, help="debug logging"
+    )
+
+    services = commands.add_parser("services", help="local Azurite and Cosmos DB stand-ins")
+    actions = services.add_subparsers(dest="action", required=True)
+    start = actions.add_parser("start", help="start both services (reuses running ones)")
+    start.add_argument("--queue-port", type=int, help="Azurite queue port (default 10001)")
+    start.add_argument("--cosmos-port", type=int, help="Cosmos DB port (default 8081)")
+    start.add_argument("--format", choices=("json", "env"), default="json")
+    for action in (start, actions.add_parser("stop"), actions.add_parser("status")):
+        action.add_argument("--run-dir", type=Path, metavar="DIR", help="default: .run/services")
+
+    send = commands.add_parser("send", help="send each line of a JSONL file as a message")
+    send.add_argument("file", type=Path, metavar="FILE.jsonl")
+    send.add_argument(
+        "--queue",
+        metavar="trades|marks|NAME",
+        help="default: by the line's type (MARK/MARKS -> MARKS_QUEUE, else TRADES_QUEUE)",
+    )
+    send.add_argument("--encoding", choices=("base64", "none"), default="base64")
+    send.add_argument("--concurrency", type=int, default=8, help="parallel sends (default 8)")
+    _settings_arguments(send)
+
+    alerts = commands.add_parser("alerts", help="print (and delete) the messages on ALERTS_QUEUE")
+    alerts.add_argument("--peek", action="store_true", help="do not delete (first 32 only)")
+    _settings_arguments(alerts)
+    return parser
+
+
+def _services(args: argparse.Namespace) -> int:
+    from devhost import services
+
+    run_dir = args.run_dir or services.DEFAULT_RUN_DIR
+    try:
+        if args.action == "start":
+            started = services.start(run_dir, args.queue_port, args.cosmos_port)
+            values = started.settings()
+            if args.format == "json":
+                print(json.dumps(values, indent=2))
+            else:
+                for name, value in values.items():
+                    print(f"{name}={shlex.quote(value)}")
+        elif args.action == "stop":
+            services.stop(run_dir)
+        else:
+            report = services.status(run_dir)
+            print(json.dumps(report, indent=2))
+            return 0 if all(entry["running"] for entry in report.values()) else 3
+    except services.ServiceError as exc:
+        logger.error("%s", exc)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and run the command; returns the exit code."""
+    args = _parser().parse_args(argv)
+    _configure_logging(bool(args.verbose))
+    if args.command == "run":
+        from devhost import host
+
+        return host.run(args.app_dir, args.settings, drain=args.drain, timeout=args.timeout)
+    if args.command == "services":
+        return _services(args)
+    from devhost import producer
+
+    if args.command == "send":
+        return producer.send_command(
+            args.file,
+            queue=args.queue,
+            encoding=args.encoding,
+            concurrency=args.concurrency,
+            app_dir=args.app_dir,
+            settings_file=args.settings,
+        )
+    return producer.alerts_command(peek=args.peek, app_dir=args.app_dir, settings_file=args.settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,375 @@
+"""Start and stop the local stand-ins: Azurite (queues) and @vercel/cosmosdb-server.
+
+Each service runs in its own process group (``start_new_session``), logs to
+``<run_dir>/<name>.log``, and records its pid in ``<run_dir>/<name>.pid`` and its port in
+``<run_dir>/ports.json``. Everything is idempotent: starting a running service reuses it,
+stopping a stopped one does nothing. :func:`stop_one` and :func:`start_one` kill and restart a
+single service (on the port it had) for outage tests.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+__all__ = [
+    "AZURITE_ACCOUNT_KEY",
+    "DEFAULT_RUN_DIR",
+    "REPO_ROOT",
+    "WELL_KNOWN_COSMOS_KEY",
+    "LocalServices",
+    "ServiceError",
+    "ServiceName",
+    "start",
+    "start_one",
+    "status",
+    "stop",
+    "stop_one",
+]
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_RUN_DIR = REPO_ROOT / ".run" / "services"
+WELL_KNOWN_COSMOS_KEY = (
+    "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw=="
+)
+#: Azurite's well-known account key for ``devstoreaccount1``.
+AZURITE_ACCOUNT_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+ServiceName = Literal["azurite", "cosmos"]
+SERVICE_NAMES: tuple[ServiceName, ...] = ("azurite", "cosmos")
+DEFAULT_PORTS: dict[str, int] = {"azurite": 10001, "cosmos": 8081}
+AZURITE_MAIN = REPO_ROOT / "node_modules" / "azurite" / "dist" / "src" / "queue" / "main.js"
+COSMOS_LAUNCHER = REPO_ROOT / "localazure" / "cosmos.js"
+_COSMOS_PACKAGE = REPO_ROOT / "node_modules" / "@vercel" / "cosmosdb-server" / "package.json"
+_PROCESS_MARKERS = {"azurite": "azurite", "cosmos": "cosmos.js"}
+START_TIMEOUT = 20.0
+STOP_TIMEOUT = 5.0
+
+#: Processes this interpreter started, so that they can be reaped (a zombie still answers
+#: ``kill(pid, 0)``).
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
+class ServiceError(Exception):
+    """A service could not be installed, started or stopped."""
+
+
+@dataclass(frozen=True)
+class LocalServices:
+    """Where the running local services listen."""
+
+    queue_port: int
+    cosmos_port: int
+    run_dir: Path
+
+    @property
+    def storage_connection_string(self) -> str:
+        """The Azurite connection string (queue endpoint only)."""
+        return (
+            "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+            f"AccountKey={AZURITE_ACCOUNT_KEY};"
+            f"QueueEndpoint=http://127.0.0.1:{self.queue_port}/devstoreaccount1;"
+        )
+
+    @property
+    def cosmos_endpoint(self) -> str:
+        """The Cosmos DB stand-in's endpoint (HTTPS, self-signed certificate)."""
+        return f"https://127.0.0.1:{self.cosmos_port}/"
+
+    def settings(self) -> dict[str, str]:
+        """The app settings that point the app at these services."""
+        return {
+            "AzureWebJobsStorage": self.storage_connection_string,
+            "COSMOS_ENDPOINT": self.cosmos_endpoint,
+            "COSMOS_KEY": WELL_KNOWN_COSMOS_KEY,
+        }
+
+
+def _check_name(name: str) -> None:
+    if name not in SERVICE_NAMES:
+        raise ServiceError(f"unknown service {name!r} (expected one of {', '.join(SERVICE_NAMES)})")
+
+
+def _pid_file(run_dir: Path, name: str) -> Path:
+    return run_dir / f"{name}.pid"
+
+
+def _log_file(run_dir: Path, name: str) -> Path:
+    return run_dir / f"{name}.log"
+
+
+def _ports_file(run_dir: Path) -> Path:
+    return run_dir / "ports.json"
+
+
+def _read_ports(run_dir: Path) -> dict[str, int]:
+    try:
+        data = json.loads(_ports_file(run_dir).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {k: int(v) for k, v in data.items() if isinstance(v, int)} if isinstance(data, dict) else {}
+
+
+def _write_port(run_dir: Path, name: str, port: int) -> None:
+    ports = _read_ports(run_dir)
+    ports[name] = port
+    _ports_file(run_dir).write_text(json.dumps(ports, indent=2) + "\n", encoding="utf-8")
+
+
+def _read_pid(run_dir: Path, name: str) -> int | None:
+    try:
+        return int(_pid_file(run_dir, name).read_text(encoding="utf-8").strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    child = _CHILDREN.get(pid)
+    if child is not None:
+        return child.poll() is None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+    except (OSError, IndexError):
+        pass
+    return True
+
+
+def _is_ours(pid: int, name: str) -> bool:
+    """Whether ``pid`` still runs the service (and is not a recycled pid)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return True  # no /proc: trust the pid file
+    return "node" in cmdline and _PROCESS_MARKERS[name] in cmdline
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.25):
+            return True
+    except OSError:
+        return False
+
+
+def _log_tail(run_dir: Path, name: str, lines: int = 20) -> str:
+    try:
+        text = _log_file(run_dir, name).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
+
+
+def _running(name: str, run_dir: Path) -> tuple[int, int] | None:
+    """``(pid, port)`` of the service when its process is alive and its port accepts."""
+    pid = _read_pid(run_dir, name)
+    port = _read_ports(run_dir).get(name)
+    if pid is None or port is None:
+        return None
+    if _alive(pid) and _is_ours(pid, name) and _port_open(port):
+        return pid, port
+    return None
+
+
+def _ensure_node_modules() -> None:
+    """Install the pinned npm packages when node_modules lacks them.
+
+    Raises:
+        ServiceError: node or npm is missing, or the install fails.
+    """
+    if shutil.which("node") is None:
+        raise ServiceError("node is not installed (Node.js 20 or later is needed)")
+    if AZURITE_MAIN.is_file() and _COSMOS_PACKAGE.is_file():
+        return
+    npm = shutil.which("npm")
+    if npm is None:
+        raise ServiceError("node_modules is missing and npm is not installed")
+    verb = "ci" if (REPO_ROOT / "package-lock.json").is_file() else "install"
+    command = [npm, verb, "--no-audit", "--no-fund"]
+    logger.info("installing the local services: %s", " ".join(command[1:]))
+    result = subprocess.run(
+        command, cwd=REPO_ROOT, capture_output=True, text=True, check=False, timeout=600
+    )
+    if result.returncode != 0 or not AZURITE_MAIN.is_file():
+        tail = "\n".join((result.stdout + result.stderr).splitlines()[-20:])
+        raise ServiceError(f"npm {verb} failed (exit {result.returncode}):\n{tail}")
+
+
+def _command(name: str, port: int) -> list[str]:
+    if name == "azurite":
+        return [
+            "node",
+            str(AZURITE_MAIN),
+            "--queueHost",
+            "127.0.0.1",
+            "--queuePort",
+            str(port),
+            "--inMemoryPersistence",
+            "--skipApiVersionCheck",
+            "--silent",
+            "--disableTelemetry",
+        ]
+    return ["node", str(COSMOS_LAUNCHER), str(port)]
+
+
+def _kill_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _wait_dead(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.05)
+    return not _alive(pid)
+
+
+def start_one(
+    name: ServiceName,
+    run_dir: Path = DEFAULT_RUN_DIR,
+    port: int | None = None,
+    timeout: float = START_TIMEOUT,
+) -> int:
+    """Start one service (``"azurite"`` or ``"cosmos"``) unless it already runs; return its port.
+
+    ``port`` defaults to the port the service last had in ``run_dir``, else 10001 (Azurite)
+    or 8081 (Cosmos). A running service on another port than ``port`` is restarted there.
+
+    Raises:
+        ServiceError: unknown name, node/npm missing, the port is taken by another
+            process, or the service did not accept connections within ``timeout`` seconds
+            (the message carries the end of its log).
+    """
+    _check_name(name)
+    running = _running(name, run_dir)
+    if running is not None:
+        pid, running_port = running
+        if port is None or port == running_port:
+            logger.info("%s already running (pid %d, port %d)", name, pid, running_port)
+            return running_port
+        stop_one(name, run_dir)
+    chosen = port or _read_ports(run_dir).get(name) or DEFAULT_PORTS[name]
+    _ensure_node_modules()
+    if _port_open(chosen):
+        raise ServiceError(f"cannot start {name}: port {chosen} is already in use")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_path = _log_file(run_dir, name)
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            _command(name, chosen),
+            cwd=REPO_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    _CHILDREN[process.pid] = process
+    _pid_file(run_dir, name).write_text(f"{process.pid}\n", encoding="utf-8")
+    _write_port(run_dir, name, chosen)
+    deadline = time.monotonic() + timeout
+    while not _port_open(chosen):
+        if process.poll() is not None:
+            _pid_file(run_dir, name).unlink(missing_ok=True)
+            raise ServiceError(
+                f"{name} exited with code {process.returncode} before listening on port "
+                f"{chosen}; {log_path}:\n{_log_tail(run_dir, name)}"
+            )
+        if time.monotonic() > deadline:
+            stop_one(name, run_dir)
+            raise ServiceError(
+                f"{name} did not listen on port {chosen} within {timeout:g} s; "
+                f"{log_path}:\n{_log_tail(run_dir, name)}"
+            )
+        time.sleep(0.05)
+    logger.info("started %s (pid %d, port %d)", name, process.pid, chosen)
+    return chosen
+
+
+def stop_one(name: ServiceName, run_dir: Path = DEFAULT_RUN_DIR, timeout: float = STOP_TIMEOUT) -> None:
+    """Stop one service by killing its process group (SIGTERM, then SIGKILL after
+    ``timeout`` seconds) and remove its pid file. A stopped service is left alone.
+
+    Raises:
+        ServiceError: unknown name, or the process survived SIGKILL.
+    """
+    _check_name(name)
+    pid = _read_pid(run_dir, name)
+    if pid is None:
+        return
+    if _alive(pid) and _is_ours(pid, name):
+        _kill_group(pid, signal.SIGTERM)
+        if not _wait_dead(pid, timeout):
+            logger.warning("%s (pid %d) ignored SIGTERM; sending SIGKILL", name, pid)
+            _kill_group(pid, signal.SIGKILL)
+            if not _wait_dead(pid, timeout):
+                raise ServiceError(f"{name} (pid {pid}) did not stop")
+        logger.info("stopped %s (pid %d)", name, pid)
+    child = _CHILDREN.pop(pid, None)
+    if child is not None:
+        child.wait(timeout=timeout)
+    _pid_file(run_dir, name).unlink(missing_ok=True)
+
+
+def start(
+    run_dir: Path = DEFAULT_RUN_DIR,
+    queue_port: int | None = None,
+    cosmos_port: int | None = None,
+) -> LocalServices:
+    """Start Azurite and the Cosmos DB stand-in (reusing running ones).
+
+    Ports default to the ones recorded in ``run_dir``, else 10001 and 8081.
+
+    Raises:
+        ServiceError: a service could not be started (see :func:`start_one`).
+    """
+    queue = start_one("azurite", run_dir, queue_port)
+    cosmos = start_one("cosmos", run_dir, cosmos_port)
+    return LocalServices(queue_port=queue, cosmos_port=cosmos, run_dir=run_dir)
+
+
+def stop(run_dir: Path = DEFAULT_RUN_DIR) -> None:
+    """Stop both services; stopping stopped services is fine.
+
+    Raises:
+        ServiceError: a process survived SIGKILL.
+    """
+    for name in reversed(SERVICE_NAMES):
+        stop_one(name, run_dir)
+
+
+def status(run_dir: Path = DEFAULT_RUN_DIR) -> dict[str, dict[str, object]]:
+    """Each service's state: running, pid, port and log path."""
+    report: dict[str, dict[str, object]] = {}
+    ports = _read_ports(run_dir)
+    for name in SERVICE_NAMES:
+        running = _running(name, run_dir)
+        report[name] = {
+            "running": running is not None,
+            "pid": running[0] if running else None,
+            "port": running[1] if running else ports.get(name),
+            "log": str(_log_file(run_dir, name)),
+        }
+    return report

@@ -1,0 +1,83 @@
+"""Exact decimal text: the contract's one rule for reading and writing money.
+
+Read: ``^-?[0-9]+(\\.[0-9]+)?([eE][-+]?[0-9]{1,3})?$``, at most 40 significant digits
+(leading zeros do not count). Arithmetic: :data:`MONEY`, 60 significant digits, half-even,
+traps on invalid operations. Written: no exponent, trailing zeros stripped, rounded
+half-even to at most 18 decimal places (:func:`format_decimal`).
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import (
+    ROUND_HALF_EVEN,
+    Context,
+    Decimal,
+    DivisionByZero,
+    InvalidOperation,
+    Overflow,
+    localcontext,
+)
+
+__all__ = [
+    "DECIMAL_PATTERN",
+    "MAX_SIGNIFICANT_DIGITS",
+    "MONEY",
+    "WRITE_PLACES",
+    "format_decimal",
+    "parse_decimal",
+]
+
+DECIMAL_PATTERN = r"^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]{1,3})?$"
+_DECIMAL_RE = re.compile(r"-?([0-9]+)(?:\.([0-9]+))?(?:[eE][-+]?[0-9]{1,3})?")
+MAX_SIGNIFICANT_DIGITS = 40
+WRITE_PLACES = 18
+_QUANTUM = Decimal(1).scaleb(-WRITE_PLACES)
+
+#: The arithmetic context of every money computation: 60 significant digits, half-even,
+#: and an exponent range wide enough for any accepted input (|exponent| ≤ 999 + 40 digits).
+MONEY = Context(
+    prec=60,
+    rounding=ROUND_HALF_EVEN,
+    Emax=999_999,
+    Emin=-999_999,
+    traps=[InvalidOperation, DivisionByZero, Overflow],
+)
+
+
+def parse_decimal(text: str) -> Decimal:
+    """Parse decimal text exactly (never through float).
+
+    Raises:
+        ValueError: the text does not match the contract's pattern or has more than 40
+            significant digits.
+    """
+    if not isinstance(text, str):
+        raise ValueError("a decimal must be a string or a JSON number")
+    match = _DECIMAL_RE.fullmatch(text)
+    if match is None or not text.isascii():
+        raise ValueError(f"not a decimal: {text[:40]!r}")
+    digits = (match.group(1) + (match.group(2) or "")).lstrip("0")
+    if len(digits) > MAX_SIGNIFICANT_DIGITS:
+        raise ValueError(f"more than {MAX_SIGNIFICANT_DIGITS} significant digits")
+    value = Decimal(text)
+    return value + 0 if value.is_zero() else value  # -0 reads as 0
+
+
+def format_decimal(value: Decimal) -> str:
+    """Write a decimal as the contract does: no exponent, ≤ 18 places, no trailing zeros.
+
+    Raises:
+        ValueError: the value is NaN or infinite.
+    """
+    if not value.is_finite():
+        raise ValueError("NaN and Infinity cannot be written")
+    with localcontext(MONEY) as ctx:
+        ctx.prec = max(MONEY.prec, value.adjusted() + WRITE_PLACES + 2)
+        rounded = value.quantize(_QUANTUM) if value.as_tuple().exponent < -WRITE_PLACES else value  # type: ignore[operator]
+        if rounded.is_zero():
+            return "0"
+        text = format(rounded, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text

@@ -1,0 +1,156 @@
+"""Queue body → JSON object: the contract's decoding, before any schema check.
+
+``messageEncoding`` is ``none``, so the app decodes bodies itself: after ASCII whitespace
+and at most one UTF-8 BOM, a body starting with ``{`` is raw JSON; anything else is
+base64 (standard alphabet, padded, no whitespace inside) of the JSON. Numbers keep their
+literal text (:class:`JsonNumber`) so decimals are never read through float.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "MAX_DEPTH",
+    "BodyError",
+    "DecodedBody",
+    "JsonNumber",
+    "body_digest",
+    "decode_body",
+]
+
+MAX_DEPTH = 32
+_WS = b" \t\r\n"
+_BOM = b"\xef\xbb\xbf"
+_BASE64_RE = re.compile(rb"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
+
+
+class JsonNumber:
+    """A JSON number kept as its literal text; ``is_integer`` when it had no ``.``/exponent."""
+
+    __slots__ = ("is_integer", "text")
+
+    def __init__(self, text: str, is_integer: bool) -> None:
+        self.text = text
+        self.is_integer = is_integer
+
+    def __repr__(self) -> str:
+        return f"JsonNumber({self.text!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, JsonNumber) and other.text == self.text
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+
+class BodyError(Exception):
+    """The body cannot be read as a JSON object; ``code`` is MALFORMED or SCHEMA_INVALID."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class DecodedBody:
+    """A decoded body: the JSON object and the digest of the text as it sat on the queue."""
+
+    obj: dict[str, Any]
+    digest: str
+
+
+def body_digest(raw: bytes) -> str:
+    """``sha256:`` + hex digest of the body bytes as they sit on the queue."""
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise BodyError("SCHEMA_INVALID", f"duplicate key {key[:40]!r}")
+        out[key] = value
+    return out
+
+
+def _reject_constant(name: str) -> Any:
+    raise BodyError("MALFORMED", f"{name} is not JSON")
+
+
+def _depth_ok(text: str) -> bool:
+    depth = 0
+    in_string = False
+    escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return False
+        elif ch in "]}":
+            depth -= 1
+    return True
+
+
+def _strip_prefix(raw: bytes) -> bytes:
+    body = raw.lstrip(_WS)
+    if body.startswith(_BOM):
+        body = body[len(_BOM) :].lstrip(_WS)
+    return body
+
+
+def decode_body(raw: bytes) -> DecodedBody:
+    """Decode a queue body into a JSON object.
+
+    Raises:
+        BodyError: ``MALFORMED`` when the body is neither JSON nor base64 of UTF-8 JSON;
+            ``SCHEMA_INVALID`` when it is JSON but not an object, has a duplicate key, or
+            nests deeper than :data:`MAX_DEPTH`.
+    """
+    digest = body_digest(raw)
+    body = _strip_prefix(raw)
+    if not body.startswith(b"{"):
+        candidate = body.rstrip(_WS)
+        if not candidate or _BASE64_RE.fullmatch(candidate) is None:
+            raise BodyError("MALFORMED", "the body is neither JSON nor base64")
+        try:
+            body = _strip_prefix(base64.b64decode(candidate, validate=True))
+        except (binascii.Error, ValueError) as exc:
+            raise BodyError("MALFORMED", "the body is not valid base64") from exc
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BodyError("MALFORMED", "the body is not UTF-8") from exc
+    if not _depth_ok(text):
+        raise BodyError("SCHEMA_INVALID", f"JSON nested deeper than {MAX_DEPTH} levels")
+    try:
+        obj = json.loads(
+            text,
+            parse_float=lambda s: JsonNumber(s, False),
+            parse_int=lambda s: JsonNumber(s, True),
+            parse_constant=_reject_constant,
+            object_pairs_hook=_no_duplicates,
+        )
+    except BodyError:
+        raise
+    except (ValueError, RecursionError) as exc:
+        raise BodyError("MALFORMED", f"the body is not JSON: {str(exc)[:80]}") from exc
+    if not isinstance(obj, dict):
+        raise BodyError("SCHEMA_INVALID", "the JSON value is not an object")
+    return DecodedBody(obj=obj, digest=digest)

@@ -1,0 +1,166 @@
+"""Margin mathematics, Binance USDⓈ-M / COIN-M conventions, over Decimal only.
+
+Quantities are signed (long > 0, short < 0). Every function here is pure and computes in
+:data:`handlers.core.decimals.MONEY` (60 significant digits, half-even). docs/margin.md
+writes each formula out with its source.
+
+- linear:  notional = |q|·cs·P,   uPnL = q·cs·(P − entry)
+- inverse: notional = |q|·cs / P, uPnL = q·cs·(1/entry − 1/P)
+- maintenance margin = notional·MMR − maintAmount (bracket of the notional)
+- initial margin = notional / leverage
+- liquidation price: see :func:`liquidation_price`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal, localcontext
+
+from handlers.core.catalog import Bracket, Instrument
+from handlers.core.decimals import MONEY
+
+__all__ = [
+    "MAX_BRACKET_ITERATIONS",
+    "Leg",
+    "Liquidation",
+    "initial_margin",
+    "liquidation_price",
+    "maint_margin",
+]
+
+MAX_BRACKET_ITERATIONS = 10
+ZERO = Decimal(0)
+
+
+def maint_margin(instrument: Instrument, notional: Decimal) -> Decimal:
+    """Maintenance margin of a position of ``notional`` (settle asset), bracket by notional."""
+    if notional == 0:
+        return ZERO
+    bracket = instrument.bracket_for(notional)
+    with localcontext(MONEY):
+        return notional * bracket.maint_margin_ratio - bracket.maint_amount
+
+
+def initial_margin(notional: Decimal, leverage: int) -> Decimal:
+    """Initial margin: notional at the mark / leverage."""
+    with localcontext(MONEY):
+        return notional / leverage
+
+
+@dataclass(frozen=True, slots=True)
+class Leg:
+    """One open position entering a liquidation-price formula (same symbol)."""
+
+    quantity: Decimal
+    entry_price: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Liquidation:
+    """A liquidation price and the side beyond it.
+
+    ``falls_to`` is True when the position is liquidated as the mark FALLS to the price
+    (mark ≤ price is "at or beyond"), False when it is liquidated as the mark rises.
+    """
+
+    price: Decimal
+    falls_to: bool
+
+    def reached_by(self, mark: Decimal) -> bool:
+        """True when ``mark`` is at or beyond the liquidation price."""
+        return mark <= self.price if self.falls_to else mark >= self.price
+
+
+def _solve(
+    instrument: Instrument,
+    legs: Sequence[Leg],
+    brackets: Sequence[Bracket],
+    wallet: Decimal,
+    other_maint: Decimal,
+    other_upnl: Decimal,
+) -> tuple[Decimal, Decimal]:
+    """Return (numerator, denominator) of the closed form for the given brackets."""
+    cs = instrument.contract_size
+    with localcontext(MONEY):
+        cum = sum((b.maint_amount for b in brackets), ZERO)
+        base = wallet - other_maint + other_upnl + cum
+        if instrument.inverse:
+            # P = (Σ|q|·cs·MMR + Σ q·cs) / (WB − TMM + UPNL + Σcum + Σ q·cs / entry)
+            num = sum(
+                (
+                    abs(leg.quantity) * cs * b.maint_margin_ratio + leg.quantity * cs
+                    for leg, b in zip(legs, brackets, strict=True)
+                ),
+                ZERO,
+            )
+            den = base + sum((leg.quantity * cs / leg.entry_price for leg in legs), ZERO)
+        else:
+            # P = (WB − TMM + UPNL + Σcum − Σ q·cs·entry) / (Σ|q|·cs·MMR − Σ q·cs)
+            num = base - sum((leg.quantity * cs * leg.entry_price for leg in legs), ZERO)
+            den = sum(
+                (
+                    abs(leg.quantity) * cs * b.maint_margin_ratio - leg.quantity * cs
+                    for leg, b in zip(legs, brackets, strict=True)
+                ),
+                ZERO,
+            )
+    return num, den
+
+
+def liquidation_price(
+    instrument: Instrument,
+    legs: Sequence[Leg],
+    mark: Decimal,
+    wallet: Decimal,
+    other_maint: Decimal = ZERO,
+    other_upnl: Decimal = ZERO,
+) -> Liquidation | None:
+    """The Binance liquidation price of ``legs`` (one leg, or a hedge LONG+SHORT pair).
+
+    ``wallet`` is the isolated margin (isolated) or the cross wallet balance (cross);
+    ``other_maint``/``other_upnl`` are the maintenance margin and uPnL of the cross
+    positions of OTHER symbols of the same settle asset (0 for isolated).
+
+    The bracket is the one holding each leg's notional AT the liquidation price: start
+    from the bracket at ``mark`` and recompute, at most 10 times; when a bracket repeats,
+    the result of the higher bracket wins (for a pair, the larger bracket number of the
+    two legs); after 10 tries, the last result. None when there is no positive price
+    (the position cannot be liquidated) or no open quantity.
+    """
+    open_legs = [leg for leg in legs if leg.quantity != 0]
+    if not open_legs:
+        return None
+    brackets = tuple(
+        instrument.bracket_for(instrument.notional(leg.quantity, mark)) for leg in open_legs
+    )
+    seen: dict[tuple[int, ...], Liquidation | None] = {}
+    result: Liquidation | None = None
+    for _ in range(MAX_BRACKET_ITERATIONS):
+        key = tuple(b.bracket for b in brackets)
+        num, den = _solve(instrument, open_legs, brackets, wallet, other_maint, other_upnl)
+        if den == 0:
+            result = None
+        else:
+            with localcontext(MONEY):
+                price = num / den
+            # falls_to: margin minus maintenance grows with the price. Linear: d/dP = −den;
+            # inverse (in 1/P): d/dx = −num, so it grows with P when num > 0.
+            falls_to = den < 0 if not instrument.inverse else num > 0
+            result = Liquidation(price, falls_to) if price > 0 else None
+        seen[key] = result
+        if result is None:
+            return None
+        nxt = tuple(
+            instrument.bracket_for(instrument.notional(leg.quantity, result.price))
+            for leg in open_legs
+        )
+        next_key = tuple(b.bracket for b in nxt)
+        if next_key == key:
+            return result
+        if next_key in seen:
+            # A cycle: take the result computed with the higher bracket.
+            winner = max((key, next_key), key=max)
+            return seen[winner]
+        brackets = nxt
+    return result

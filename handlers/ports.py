@@ -1,0 +1,95 @@
+"""The service's ports: what it needs from storage and from the alert queue."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from handlers.core.contracts import Alert
+from handlers.core.documents import AccountDoc
+
+__all__ = ["AlertSink", "LedgerStore"]
+
+
+class LedgerStore(Protocol):
+    """Account documents, immutable records, marks and deadletters (Cosmos DB)."""
+
+    def read_account(self, account_id: str) -> AccountDoc | None:
+        """The account, or None when it has no document.
+
+        Raises:
+            UnreadableDocument: the stored document cannot be read (never overwritten).
+            TransientStoreError: the store is unavailable.
+        """
+        ...
+
+    def write_account(self, document: Mapping[str, Any], etag: str | None) -> None:
+        """Create (``etag`` None) or replace-if-unchanged the account document.
+
+        Raises:
+            StaleAccountState: another writer got there first (412 / 409).
+            TransientStoreError: the store is unavailable.
+        """
+        ...
+
+    def read_record(self, partition: str, record_id: str) -> Mapping[str, Any] | None:
+        """A record by id in its partition, or None.
+
+        Raises:
+            TransientStoreError: the store is unavailable.
+        """
+        ...
+
+    def create_record(self, record: Mapping[str, Any]) -> bool:
+        """Create an immutable record; False when one with that id already exists.
+
+        Raises:
+            TransientStoreError: the store is unavailable.
+        """
+        ...
+
+    def read_mark(self, symbol: str) -> Mapping[str, Any] | None:
+        """The latest stored mark document of ``symbol``, or None.
+
+        Raises:
+            TransientStoreError: the store is unavailable.
+        """
+        ...
+
+    def write_mark(self, document: Mapping[str, Any], etag: str | None) -> None:
+        """Create or replace-if-unchanged a mark document.
+
+        Raises:
+            StaleAccountState: a concurrent writer changed it.
+            TransientStoreError: the store is unavailable.
+        """
+        ...
+
+    def read_deadletter(self, queue: str, deadletter_id: str) -> Mapping[str, Any] | None:
+        """A deadletter by id in its queue partition, or None.
+
+        Raises:
+            TransientStoreError: the store is unavailable.
+        """
+        ...
+
+    def record_deadletter(self, document: Mapping[str, Any]) -> bool:
+        """Create the deadletter, or increment ``count`` of an existing one (same id and
+        queue); True when it was created (first time).
+
+        Raises:
+            TransientStoreError: the store is unavailable.
+        """
+        ...
+
+
+class AlertSink(Protocol):
+    """The alerts queue."""
+
+    def send(self, alerts: Sequence[Alert]) -> None:
+        """Send each alert as one message (base64 of its JSON).
+
+        Raises:
+            Exception: the queue could not be written; the caller lets it propagate.
+        """
+        ...
