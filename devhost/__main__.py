@@ -139,7 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             app_dir=args.app_dir,
             settings_file=args.settings,
         )
-    return producer.alerts_command(peek=args.peek, app_dir=args.app_dir, settings_file=args.settings)
+    return producer.alerts_command(
+        peek=args.peek, app_dir=args.app_dir, settings_file=args.settings
+    )
 
 
 if __name__ == "__main__":

@@ -54,9 +54,6 @@ from azure.functions.queue import QueueMessage as FunctionQueueMessage
 from azure.storage.queue import QueueMessage as StorageMessage
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
-from handlers.adapters.storage import async_queue_service
-from handlers.errors import ConfigurationError
-
 from devhost.hostjson import HostJsonError, QueuesOptions, load_queues_options
 from devhost.indexing import (
     FunctionLoadError,
@@ -66,6 +63,8 @@ from devhost.indexing import (
     index_app,
 )
 from devhost.settings_file import SettingsError, apply_to_environ, load_settings
+from handlers.adapters.storage import async_queue_service
+from handlers.errors import ConfigurationError
 
 __all__ = [
     "EXIT_NOT_DRAINED",
@@ -92,6 +91,8 @@ _POISON_SUFFIX = "-poison"
 _DRAIN_CHECK_INTERVAL = 0.1
 _OUTAGE_LOG_INTERVAL = 10.0
 _WHITESPACE = b" \t\r\n"
+#: azure.functions.queue.QueueMessage (untyped in azure-functions) with all trigger metadata.
+_QUEUE_MESSAGE: Any = FunctionQueueMessage
 
 
 class HostError(Exception):
@@ -362,9 +363,7 @@ class Host:
         self._created: set[tuple[str, str]] = set()
         self._last_outage_log: dict[str, float] = {}
         self._signals = 0
-        sync_parallelism = sum(
-            options.parallelism for f in app.queue_functions if not f.is_async
-        )
+        sync_parallelism = sum(options.parallelism for f in app.queue_functions if not f.is_async)
         threads = self.settings.get("PYTHON_THREADPOOL_THREAD_COUNT", "").strip()
         workers = int(threads) if threads.isdigit() and int(threads) > 0 else sync_parallelism
         self._executor = ThreadPoolExecutor(
@@ -564,12 +563,7 @@ class Host:
             listener.wake.clear()
             messages: list[StorageMessage] = []
             try:
-                pager = listener.queue.receive_messages(
-                    messages_per_page=options.batch_size,
-                    max_messages=options.batch_size,
-                    visibility_timeout=self.lease_seconds,
-                )
-                messages = [message async for message in pager]
+                messages = await self._receive(listener.queue)
             except ResourceNotFoundError:
                 with contextlib.suppress(Exception):
                     await self._create_queue(listener.queue)
@@ -585,9 +579,20 @@ class Host:
                 for message in messages:
                     self._dispatch(listener, message)
                 continue
-            jittered = min(delay * random.uniform(0.8, 1.2), options.max_polling_interval)
+            jitter = random.uniform(0.8, 1.2)  # noqa: S311 - poll jitter, not cryptography
+            jittered = min(delay * jitter, options.max_polling_interval)
             await self._wait(listener.wake, jittered)
             delay = min(delay * 2, options.max_polling_interval)
+
+    async def _receive(self, queue: QueueClient) -> list[StorageMessage]:
+        """One Get Messages call for up to batchSize messages (the SDK's item pager would
+        ask again for the rest of a short batch)."""
+        pages = queue.receive_messages(
+            messages_per_page=self.options.batch_size, visibility_timeout=self.lease_seconds
+        ).by_page()
+        async for page in pages:
+            return [message async for message in page]
+        return []
 
     def _dispatch(self, listener: _Listener, message: StorageMessage) -> None:
         listener.in_flight += 1
@@ -745,7 +750,7 @@ class Host:
         elif function.trigger_kind == "bytes":
             arguments[function.trigger_param] = body
         else:
-            arguments[function.trigger_param] = FunctionQueueMessage(
+            arguments[function.trigger_param] = _QUEUE_MESSAGE(
                 id=message.id,
                 body=body,
                 dequeue_count=message.dequeue_count,
@@ -791,7 +796,9 @@ class Host:
     ) -> None:
         """Make a message visible again after ``visibility_timeout`` (default: the host's
         visibilityTimeout); a message already gone or taken over is left alone."""
-        seconds = self.options.visibility_timeout if visibility_timeout is None else visibility_timeout
+        seconds = (
+            self.options.visibility_timeout if visibility_timeout is None else visibility_timeout
+        )
         try:
             await queue.update_message(message_id, pop_receipt, visibility_timeout=round(seconds))
         except Exception as exc:
@@ -875,8 +882,8 @@ class Host:
                 return EXIT_OK
             for stuck in self._stuck.values():
                 logger.error(
-                    "not drained: message %s on queue %r keeps failing (dequeue count %d, "
-                    "maxDequeueCount %d, no poison queue): %s",
+                    "not drained: message %s is stuck on queue %r, which has no poison queue "
+                    "(dequeue count %d, maxDequeueCount %d): %s",
                     stuck.message_id,
                     stuck.queue,
                     stuck.dequeue_count,
@@ -910,9 +917,7 @@ def load_app(app_dir: Path) -> Any:
         ) from exc
     app = getattr(module, "app", None)
     if not isinstance(app, func.FunctionRegister):
-        app = next(
-            (v for v in vars(module).values() if isinstance(v, func.FunctionRegister)), None
-        )
+        app = next((v for v in vars(module).values() if isinstance(v, func.FunctionRegister)), None)
     if app is None:
         raise HostError(f"{app_dir / 'function_app.py'} defines no azure.functions.FunctionApp")
     return app

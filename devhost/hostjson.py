@@ -85,7 +85,9 @@ def _int(value: object, name: str) -> int:
     try:
         return int(value)
     except ValueError as exc:
-        raise HostJsonError(f"extensions.queues.{name}: expected an integer, got {value!r}") from exc
+        raise HostJsonError(
+            f"extensions.queues.{name}: expected an integer, got {value!r}"
+        ) from exc
 
 
 def queues_options_from_dict(

@@ -16,7 +16,7 @@ import re
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import azure.functions as func
 from azure.functions import _abc as azf_abc
@@ -134,7 +134,8 @@ def _annotation_fits(binding_type: str, py_type: object, output: bool) -> bool:
     the converter registered for the binding type."""
     if py_type in (str, bytes):
         return True
-    converter = meta.get_binding_registry().get(binding_type)
+    registry: Any = cast(Any, meta).get_binding_registry()
+    converter = registry.get(binding_type)
     if converter is None:
         return True  # devhost has no converter to check against; the binding is refused later
     try:
@@ -147,9 +148,9 @@ def _annotation_fits(binding_type: str, py_type: object, output: bool) -> bool:
 
 def _mismatch(name: str, binding: Mapping[str, Any], py_type: object) -> str:
     return (
-        f"{name!r} binding type \"{binding.get('type')}\" and dataType "
-        f"\"{binding.get('dataType')}\" in function.json do not match the corresponding "
-        f"function parameter's Python type annotation \"{_type_name(py_type)}\""
+        f'{name!r} binding type "{binding.get("type")}" and dataType '
+        f'"{binding.get("dataType")}" in function.json do not match the corresponding '
+        f'function parameter\'s Python type annotation "{_type_name(py_type)}"'
     )
 
 
@@ -200,8 +201,7 @@ def _validate_signature(
     if extra:
         raise FunctionLoadError(
             name,
-            "the following parameters are declared in function.json but not in Python: "
-            f"{extra!r}",
+            f"the following parameters are declared in function.json but not in Python: {extra!r}",
         )
 
     for param_name in params:
@@ -263,7 +263,7 @@ def _trigger_kind(name: str, param: str, annotation: object) -> TriggerKind:
         return "message"
     raise FunctionLoadError(
         name,
-        f"{param!r} binding type \"queueTrigger\" does not match the corresponding function "
+        f'{param!r} binding type "queueTrigger" does not match the corresponding function '
         f'parameter\'s Python type annotation "{_type_name(annotation)}" (expected '
         "azure.functions.QueueMessage, str or bytes)",
     )
@@ -276,7 +276,9 @@ def _queue_binding(
     if not isinstance(raw_queue, str) or not raw_queue:
         raise FunctionLoadError(name, f"binding {binding.get('name')} has no queueName")
     queue_name = validate_queue_name(resolve_expression(raw_queue, settings, name), name)
-    connection = resolve_expression(str(binding.get("connection") or DEFAULT_CONNECTION), settings, name)
+    connection = resolve_expression(
+        str(binding.get("connection") or DEFAULT_CONNECTION), settings, name
+    )
     return queue_name, connection
 
 

@@ -9,6 +9,7 @@ single service (on the port it had) for outage tests.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -119,7 +120,9 @@ def _read_ports(run_dir: Path) -> dict[str, int]:
         data = json.loads(_ports_file(run_dir).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    return {k: int(v) for k, v in data.items() if isinstance(v, int)} if isinstance(data, dict) else {}
+    return (
+        {k: int(v) for k, v in data.items() if isinstance(v, int)} if isinstance(data, dict) else {}
+    )
 
 
 def _write_port(run_dir: Path, name: str, port: int) -> None:
@@ -232,10 +235,8 @@ def _command(name: str, port: int) -> list[str]:
 
 
 def _kill_group(pid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _wait_dead(pid: int, timeout: float) -> bool:
@@ -308,7 +309,9 @@ def start_one(
     return chosen
 
 
-def stop_one(name: ServiceName, run_dir: Path = DEFAULT_RUN_DIR, timeout: float = STOP_TIMEOUT) -> None:
+def stop_one(
+    name: ServiceName, run_dir: Path = DEFAULT_RUN_DIR, timeout: float = STOP_TIMEOUT
+) -> None:
     """Stop one service by killing its process group (SIGTERM, then SIGKILL after
     ``timeout`` seconds) and remove its pid file. A stopped service is left alone.
 

@@ -1,0 +1,230 @@
+"""JSON Schemas of the contract, generated from the wire models; documents by hand.
+
+``python -m handlers.schemas`` rewrites ``schemas/*.json``; ``--check`` exits 1 when a
+committed file differs from what the models generate (CI runs the same check as a test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from handlers.core.contracts import ID_PATTERN, Alert, Fill, Mark, MarkEntry, Marks, Transfer
+from handlers.core.decimals import DECIMAL_PATTERN
+
+__all__ = ["SCHEMA_DIR", "build_schemas", "main"]
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+_BASE = "https://tradeguard.example/schemas/v1/"
+
+_DEC = {"type": "string", "pattern": DECIMAL_PATTERN}
+_DEC_OR_NULL = {"anyOf": [_DEC, {"type": "null"}]}
+_TS = {"type": "string", "format": "date-time", "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"}
+_TS_OR_NULL = {"anyOf": [_TS, {"type": "null"}]}
+_RISK = {"enum": ["NORMAL", "MARGIN_CALL", "LIQUIDATION"]}
+_ALERTS = {"type": "array", "items": {"$ref": "alert.schema.json"}}
+
+
+def _model(model: type[BaseModel], name: str, mode: str) -> dict[str, Any]:
+    schema = model.model_json_schema(mode=mode)  # type: ignore[arg-type]
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": _BASE + name, **schema}
+
+
+def _doc(name: str, title: str, required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": _BASE + name,
+        "title": title,
+        "type": "object",
+        "required": ["id", "type", "schemaVersion", *required],
+        "properties": {"schemaVersion": {"const": 1}, **properties},
+    }
+
+
+def _documents() -> dict[str, dict[str, Any]]:
+    wallet = {
+        "type": "object",
+        "required": [
+            "walletBalance", "crossWalletBalance", "marginBalance", "availableBalance",
+            "totalInitialMargin", "totalMaintMargin", "marginRatio", "riskState",
+        ],
+        "properties": {
+            "walletBalance": _DEC, "crossWalletBalance": _DEC, "marginBalance": _DEC,
+            "availableBalance": _DEC, "totalInitialMargin": _DEC, "totalMaintMargin": _DEC,
+            "marginRatio": _DEC_OR_NULL, "riskState": _RISK,
+        },
+    }
+    position = {
+        "type": "object",
+        "required": [
+            "symbol", "positionSide", "marginMode", "quantity", "entryPrice", "leverage",
+            "isolatedMargin", "notional", "initialMargin", "maintMargin", "unrealizedPnl",
+            "realizedPnl", "liquidationPrice", "markPrice", "riskState", "updatedAt",
+        ],
+        "properties": {
+            "symbol": {"type": "string"},
+            "positionSide": {"enum": ["BOTH", "LONG", "SHORT"]},
+            "marginMode": {"enum": ["CROSS", "ISOLATED"]},
+            "quantity": _DEC, "entryPrice": _DEC,
+            "leverage": {"type": "integer", "minimum": 1, "maximum": 125},
+            "isolatedMargin": _DEC, "notional": _DEC, "initialMargin": _DEC,
+            "maintMargin": _DEC, "unrealizedPnl": _DEC, "realizedPnl": _DEC,
+            "liquidationPrice": _DEC_OR_NULL,
+            "markPrice": _DEC_OR_NULL,
+            "markSource": {"enum": ["MARK", "FILL_PRICE"]},
+            "markTime": _TS_OR_NULL,
+            "lastFillPrice": _DEC,
+            "riskState": _RISK,
+            "updatedAt": _TS,
+        },
+    }
+    event_props = {"accountId": {"type": "string", "pattern": ID_PATTERN}, "alerts": _ALERTS, "createdAt": _TS}
+    return {
+        "account.schema.json": _doc(
+            "account.schema.json",
+            "Account document (container ledger, id @account)",
+            ["accountId", "wallets", "positions", "riskState", "updatedAt", "recentEventIds", "pending"],
+            {
+                "id": {"const": "@account"},
+                "type": {"const": "account"},
+                "accountId": {"type": "string", "pattern": ID_PATTERN},
+                "wallets": {"type": "object", "additionalProperties": wallet},
+                "positions": {"type": "array", "items": position},
+                "riskState": _RISK,
+                "updatedAt": _TS,
+                "version": {"type": "integer", "minimum": 0},
+                "recentEventIds": {"type": "array", "items": {"type": "string"}, "maxItems": 1000},
+                "recentIdsEvicted": {"type": "boolean"},
+                "pending": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["eventId", "record"],
+                        "properties": {"eventId": {"type": "string"}, "record": {"type": "object"}},
+                    },
+                },
+            },
+        ),
+        "trade-record.schema.json": _doc(
+            "trade-record.schema.json",
+            "Trade record (container ledger, id = tradeId): the FILL as applied",
+            ["accountId", "tradeId", "alerts", "createdAt"],
+            {"type": {"const": "trade"}, "tradeId": {"type": "string"}, **event_props},
+        ),
+        "transfer-record.schema.json": _doc(
+            "transfer-record.schema.json",
+            "Transfer record (container ledger, id = transferId): the TRANSFER as applied",
+            ["accountId", "transferId", "alerts", "createdAt"],
+            {"type": {"const": "transfer"}, "transferId": {"type": "string"}, **event_props},
+        ),
+        "rejection-record.schema.json": _doc(
+            "rejection-record.schema.json",
+            "Rejection record (container ledger, id rejection:<sourceId>, partition accountId or _unattributed)",
+            ["accountId", "sourceId", "reasons", "bodyDigest", "alerts", "createdAt"],
+            {
+                "id": {"type": "string", "pattern": "^rejection:"},
+                "type": {"const": "rejection"},
+                "accountId": {"type": "string"},
+                "sourceId": {"type": "string"},
+                "queue": {"type": "string"},
+                "bodyDigest": {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"},
+                "bodyExcerpt": {"type": "string", "maxLength": 512},
+                "reasons": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "required": ["code", "message"],
+                        "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                    },
+                },
+                "alerts": _ALERTS,
+                "createdAt": _TS,
+            },
+        ),
+        "mark.schema.json": _doc(
+            "mark.schema.json",
+            "Latest mark of a symbol (container marks, partition /symbol, id @mark)",
+            ["symbol", "markPrice", "timestamp", "markId"],
+            {
+                "id": {"const": "@mark"},
+                "type": {"const": "mark"},
+                "symbol": {"type": "string"},
+                "markId": {"type": "string"},
+                "markPrice": _DEC,
+                "timestamp": _TS,
+                "updatedAt": _TS,
+            },
+        ),
+        "deadletter.schema.json": _doc(
+            "deadletter.schema.json",
+            "Deadletter (container deadletters, partition /queue, id = bodyDigest[:accountId])",
+            ["queue", "rawBody", "bodyDigest", "sourceId", "count", "firstSeen", "lastSeen"],
+            {
+                "id": {"type": "string", "pattern": "^sha256:[0-9a-f]{64}(:.+)?$"},
+                "type": {"const": "deadletter"},
+                "queue": {"type": "string"},
+                "rawBody": {"type": "string"},
+                "bodyDigest": {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"},
+                "accountId": {"type": ["string", "null"]},
+                "sourceId": {"type": "string"},
+                "count": {"type": "integer", "minimum": 1},
+                "firstSeen": _TS,
+                "lastSeen": _TS,
+                "lastError": {"type": "string"},
+            },
+        ),
+    }
+
+
+def build_schemas() -> dict[str, dict[str, Any]]:
+    """Every schema by file name: inbound messages, the Alert, the Cosmos documents."""
+    out = {
+        "fill.schema.json": _model(Fill, "fill.schema.json", "validation"),
+        "transfer.schema.json": _model(Transfer, "transfer.schema.json", "validation"),
+        "mark.message.schema.json": _model(Mark, "mark.message.schema.json", "validation"),
+        "marks.message.schema.json": _model(Marks, "marks.message.schema.json", "validation"),
+        "mark-entry.schema.json": _model(MarkEntry, "mark-entry.schema.json", "validation"),
+        "alert.schema.json": _model(Alert, "alert.schema.json", "serialization"),
+    }
+    for name in ("fill.schema.json", "transfer.schema.json", "mark.message.schema.json", "marks.message.schema.json"):
+        # Keys beginning with "$" (stamped by the Functions host) are ignored, not refused.
+        out[name]["patternProperties"] = {"^\\$": {}}
+    marks = out["marks.message.schema.json"]
+    marks["properties"]["marks"]["items"] = {"$ref": "mark-entry.schema.json"}
+    out.update(_documents())
+    return out
+
+
+def _render(schema: dict[str, Any]) -> str:
+    return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write (default) or check (``--check``) the committed schemas."""
+    parser = argparse.ArgumentParser(prog="python -m handlers.schemas")
+    parser.add_argument("--check", action="store_true", help="exit 1 when schemas/ is stale")
+    args = parser.parse_args(argv)
+    stale: list[str] = []
+    for name, schema in build_schemas().items():
+        path = SCHEMA_DIR / name
+        text = _render(schema)
+        if args.check:
+            if not path.exists() or path.read_text(encoding="utf-8") != text:
+                stale.append(name)
+        else:
+            SCHEMA_DIR.mkdir(exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+    if stale:
+        print("stale schemas (run `python -m handlers.schemas`): " + ", ".join(stale))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
