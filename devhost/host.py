@@ -362,6 +362,7 @@ class Host:
         self._held: dict[str, _Held] = {}
         self._created: set[tuple[str, str]] = set()
         self._last_outage_log: dict[str, float] = {}
+        self._outage_since: dict[str, float] = {}
         self._signals = 0
         sync_parallelism = sum(options.parallelism for f in app.queue_functions if not f.is_async)
         threads = self.settings.get("PYTHON_THREADPOOL_THREAD_COUNT", "").strip()
@@ -546,9 +547,19 @@ class Host:
 
     def _log_outage(self, queue: str, exc: Exception) -> None:
         now = time.monotonic()
+        self._outage_since.setdefault(queue, now)
         if now - self._last_outage_log.get(queue, -1e9) >= _OUTAGE_LOG_INTERVAL:
             self._last_outage_log[queue] = now
-            logger.warning("polling queue %r failed: %s", queue, str(exc).splitlines()[0])
+            first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
+            logger.warning("polling queue %r failed (retrying): %s", queue, first_line)
+
+    def _log_recovery(self, queue: str) -> None:
+        since = self._outage_since.pop(queue, None)
+        self._last_outage_log.pop(queue, None)
+        if since is not None:
+            logger.info(
+                "polling queue %r works again after %.1f s", queue, time.monotonic() - since
+            )
 
     async def _poll(self, listener: _Listener) -> None:
         options = self.options
@@ -564,7 +575,9 @@ class Host:
             messages: list[StorageMessage] = []
             try:
                 messages = await self._receive(listener.queue)
+                self._log_recovery(queue_name)
             except ResourceNotFoundError:
+                self._log_recovery(queue_name)
                 with contextlib.suppress(Exception):
                     await self._create_queue(listener.queue)
             except Exception as exc:  # storage unavailable: back off and retry
@@ -588,7 +601,9 @@ class Host:
         """One Get Messages call for up to batchSize messages (the SDK's item pager would
         ask again for the rest of a short batch)."""
         pages = queue.receive_messages(
-            messages_per_page=self.options.batch_size, visibility_timeout=self.lease_seconds
+            messages_per_page=self.options.batch_size,
+            visibility_timeout=self.lease_seconds,
+            retry_total=0,  # the poll loop is the retry, with its own back-off
         ).by_page()
         async for page in pages:
             return [message async for message in page]
@@ -676,11 +691,11 @@ class Host:
             trace = "".join(traceback.format_exception(error))
             logger.debug("%s failed:\n%s", function.name, trace)
         if listener.poison is not None and dequeue_count >= options.max_dequeue_count:
-            await self._to_poison(listener, message, raw, lease.pop_receipt)
+            where = await self._to_poison(listener, message, raw, lease.pop_receipt)
             self._log(
                 function,
                 message,
-                f"Poisoned (Failed: {summary}) -> {listener.poison.queue_name!r}",
+                f"Poisoned (Failed: {summary}) {where}",
                 started,
                 logging.WARNING,
             )
@@ -701,11 +716,11 @@ class Host:
         function = listener.function
         if listener.poison is not None:
             raw = message.content if isinstance(message.content, str) else ""
-            await self._to_poison(listener, message, raw, message.pop_receipt or "")
+            where = await self._to_poison(listener, message, raw, message.pop_receipt or "")
             self._log(
                 function,
                 message,
-                f"Poisoned ({reason}) -> {listener.poison.queue_name!r}",
+                f"Poisoned ({reason}) {where}",
                 started,
                 logging.WARNING,
             )
@@ -809,17 +824,20 @@ class Host:
 
     async def _to_poison(
         self, listener: _Listener, message: StorageMessage, raw: str, pop_receipt: str
-    ) -> None:
+    ) -> str:
         """Copy the body as it sits on the queue to the poison queue; delete the original.
 
-        A failed copy leaves the original in place (it comes back after its lease)."""
+        Returns the outcome for the log line. A failed copy leaves the original in place,
+        invisible for the rest of its lease, after which it is received again."""
         assert listener.poison is not None
+        poison_name = listener.poison.queue_name
         try:
-            await self._send(listener.function.connection, listener.poison.queue_name, raw)
+            await self._send(listener.function.connection, poison_name, raw)
         except Exception as exc:
-            logger.error("could not copy message %s to %r: %s", message.id, listener.poison, exc)
-            return
+            first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
+            return f"could not be moved to {poison_name!r} ({first_line}); left on the queue"
         await self._delete(listener.queue, message.id, pop_receipt)
+        return f"-> {poison_name!r}"
 
     async def _release_held(self) -> None:
         """Make the messages left on poison-less queues visible again before exiting, so
@@ -837,7 +855,7 @@ class Host:
 
     async def _approximate_count(self, queue: QueueClient) -> int:
         try:
-            properties = await queue.get_queue_properties()
+            properties = await queue.get_queue_properties(retry_total=0)
         except ResourceNotFoundError:
             return 0
         return int(properties.approximate_message_count or 0)

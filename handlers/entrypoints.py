@@ -73,7 +73,13 @@ def trade(msg: QueueMessageLike) -> None:
         Exception: a retryable failure (store unavailable, unreadable document, lost
             races); the host retries and finally poisons the message.
     """
-    _run("on_trade", msg, lambda body, deps: [service.process_trade_message(body, deps)])
+    _run(
+        "on_trade",
+        msg,
+        lambda body, deps: [
+            service.process_trade_message(body, deps, dequeue_count=msg.dequeue_count or 1)
+        ],
+    )
 
 
 def mark(msg: QueueMessageLike) -> None:
@@ -82,7 +88,13 @@ def mark(msg: QueueMessageLike) -> None:
     Raises:
         Exception: a retryable failure; the host retries and finally poisons the message.
     """
-    _run("on_mark", msg, service.process_mark_message)
+    _run(
+        "on_mark",
+        msg,
+        lambda body, deps: service.process_mark_message(
+            body, deps, dequeue_count=msg.dequeue_count or 1
+        ),
+    )
 
 
 def poison(msg: QueueMessageLike, source: str) -> None:

@@ -65,6 +65,32 @@ class LedgerStore(Protocol):
         """
         ...
 
+    def list_holders(self, symbol: str) -> list[tuple[str, str]]:
+        """The index of accounts holding ``symbol``: (accountId, etag) pairs (one query in
+        the symbol's partition).
+
+        Raises:
+            TransientStoreError: the store is unavailable.
+        """
+        ...
+
+    def upsert_holder(self, symbol: str, account_id: str) -> None:
+        """Put ``account_id`` into the index of ``symbol`` (idempotent; changes its etag).
+
+        Raises:
+            TransientStoreError: the store is unavailable.
+        """
+        ...
+
+    def delete_holder(self, symbol: str, account_id: str, etag: str) -> bool:
+        """Remove an index entry if it is unchanged since ``etag``; False when it changed
+        or is gone.
+
+        Raises:
+            TransientStoreError: the store is unavailable.
+        """
+        ...
+
     def read_deadletter(self, queue: str, deadletter_id: str) -> Mapping[str, Any] | None:
         """A deadletter by id in its queue partition, or None.
 

@@ -24,7 +24,11 @@ _BASE = "https://tradeguard.example/schemas/v1/"
 
 _DEC = {"type": "string", "pattern": DECIMAL_PATTERN}
 _DEC_OR_NULL = {"anyOf": [_DEC, {"type": "null"}]}
-_TS = {"type": "string", "format": "date-time", "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"}
+_TS = {
+    "type": "string",
+    "format": "date-time",
+    "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$",
+}
 _TS_OR_NULL = {"anyOf": [_TS, {"type": "null"}]}
 _RISK = {"enum": ["NORMAL", "MARGIN_CALL", "LIQUIDATION"]}
 _ALERTS = {"type": "array", "items": {"$ref": "alert.schema.json"}}
@@ -32,7 +36,11 @@ _ALERTS = {"type": "array", "items": {"$ref": "alert.schema.json"}}
 
 def _model(model: type[BaseModel], name: str, mode: str) -> dict[str, Any]:
     schema = model.model_json_schema(mode=mode)  # type: ignore[arg-type]
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": _BASE + name, **schema}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": _BASE + name,
+        **schema,
+    }
 
 
 def _doc(name: str, title: str, required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
@@ -50,30 +58,59 @@ def _documents() -> dict[str, dict[str, Any]]:
     wallet = {
         "type": "object",
         "required": [
-            "walletBalance", "crossWalletBalance", "marginBalance", "availableBalance",
-            "totalInitialMargin", "totalMaintMargin", "marginRatio", "riskState",
+            "walletBalance",
+            "crossWalletBalance",
+            "marginBalance",
+            "availableBalance",
+            "totalInitialMargin",
+            "totalMaintMargin",
+            "marginRatio",
+            "riskState",
         ],
         "properties": {
-            "walletBalance": _DEC, "crossWalletBalance": _DEC, "marginBalance": _DEC,
-            "availableBalance": _DEC, "totalInitialMargin": _DEC, "totalMaintMargin": _DEC,
-            "marginRatio": _DEC_OR_NULL, "riskState": _RISK,
+            "walletBalance": _DEC,
+            "crossWalletBalance": _DEC,
+            "marginBalance": _DEC,
+            "availableBalance": _DEC,
+            "totalInitialMargin": _DEC,
+            "totalMaintMargin": _DEC,
+            "marginRatio": _DEC_OR_NULL,
+            "riskState": _RISK,
         },
     }
     position = {
         "type": "object",
         "required": [
-            "symbol", "positionSide", "marginMode", "quantity", "entryPrice", "leverage",
-            "isolatedMargin", "notional", "initialMargin", "maintMargin", "unrealizedPnl",
-            "realizedPnl", "liquidationPrice", "markPrice", "riskState", "updatedAt",
+            "symbol",
+            "positionSide",
+            "marginMode",
+            "quantity",
+            "entryPrice",
+            "leverage",
+            "isolatedMargin",
+            "notional",
+            "initialMargin",
+            "maintMargin",
+            "unrealizedPnl",
+            "realizedPnl",
+            "liquidationPrice",
+            "markPrice",
+            "riskState",
+            "updatedAt",
         ],
         "properties": {
             "symbol": {"type": "string"},
             "positionSide": {"enum": ["BOTH", "LONG", "SHORT"]},
             "marginMode": {"enum": ["CROSS", "ISOLATED"]},
-            "quantity": _DEC, "entryPrice": _DEC,
+            "quantity": _DEC,
+            "entryPrice": _DEC,
             "leverage": {"type": "integer", "minimum": 1, "maximum": 125},
-            "isolatedMargin": _DEC, "notional": _DEC, "initialMargin": _DEC,
-            "maintMargin": _DEC, "unrealizedPnl": _DEC, "realizedPnl": _DEC,
+            "isolatedMargin": _DEC,
+            "notional": _DEC,
+            "initialMargin": _DEC,
+            "maintMargin": _DEC,
+            "unrealizedPnl": _DEC,
+            "realizedPnl": _DEC,
             "liquidationPrice": _DEC_OR_NULL,
             "markPrice": _DEC_OR_NULL,
             "markSource": {"enum": ["MARK", "FILL_PRICE"]},
@@ -83,12 +120,24 @@ def _documents() -> dict[str, dict[str, Any]]:
             "updatedAt": _TS,
         },
     }
-    event_props = {"accountId": {"type": "string", "pattern": ID_PATTERN}, "alerts": _ALERTS, "createdAt": _TS}
+    event_props = {
+        "accountId": {"type": "string", "pattern": ID_PATTERN},
+        "alerts": _ALERTS,
+        "createdAt": _TS,
+    }
     return {
         "account.schema.json": _doc(
             "account.schema.json",
             "Account document (container ledger, id @account)",
-            ["accountId", "wallets", "positions", "riskState", "updatedAt", "recentEventIds", "pending"],
+            [
+                "accountId",
+                "wallets",
+                "positions",
+                "riskState",
+                "updatedAt",
+                "recentEventIds",
+                "pending",
+            ],
             {
                 "id": {"const": "@account"},
                 "type": {"const": "account"},
@@ -192,7 +241,12 @@ def build_schemas() -> dict[str, dict[str, Any]]:
         "mark-entry.schema.json": _model(MarkEntry, "mark-entry.schema.json", "validation"),
         "alert.schema.json": _model(Alert, "alert.schema.json", "serialization"),
     }
-    for name in ("fill.schema.json", "transfer.schema.json", "mark.message.schema.json", "marks.message.schema.json"):
+    for name in (
+        "fill.schema.json",
+        "transfer.schema.json",
+        "mark.message.schema.json",
+        "marks.message.schema.json",
+    ):
         # Keys beginning with "$" (stamped by the Functions host) are ignored, not refused.
         out[name]["patternProperties"] = {"^\\$": {}}
     marks = out["marks.message.schema.json"]

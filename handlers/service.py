@@ -54,7 +54,7 @@ from handlers.core.documents import (
     alerts_json,
     settle_risk_states,
 )
-from handlers.core.state import Rejected, apply_fill, apply_transfer
+from handlers.core.state import Rejected, apply_fill, apply_mark, apply_transfer
 from handlers.core.validation import check_fill
 from handlers.core.valuation import value
 from handlers.errors import StaleAccountState, UnreadableDocument
@@ -206,15 +206,32 @@ def _alerts(deps: Deps, specs: Sequence[AlertSpec], ident: _Identity, now: datet
 
 
 def _finish(deps: Deps, partition: str, pending: Pending) -> None:
-    """Send a pending event's alerts, then create its record (idempotent)."""
+    """Complete a pending entry (idempotent): index the symbols it opened, send its
+    alerts, then create its record (a mark re-valuation has none)."""
+    for symbol in pending.holders:
+        deps.store.upsert_holder(symbol, partition)
     alerts = pending.alerts
     if alerts:
         deps.sink.send(alerts)
-    deps.store.create_record(pending.record)
+    if not pending.is_marks:
+        deps.store.create_record(pending.record)
     deps.completed.put((partition, pending.event_id))
 
 
+def _marks_stored(deps: Deps, marks: Mapping[str, Any]) -> bool:
+    """True when every symbol's stored mark is at or after the given timestamps."""
+    for symbol, stamp in marks.items():
+        doc = deps.store.read_mark(symbol)
+        if doc is None or parse_timestamp(doc["timestamp"]) < parse_timestamp(stamp):
+            return False
+    return True
+
+
 def _record_exists(deps: Deps, partition: str, pending: Pending) -> bool:
+    """Whether a pending entry is done: its record exists (events), or its marks are
+    stored (mark re-valuations)."""
+    if pending.is_marks:
+        return _marks_stored(deps, pending.record.get("marks", {}))
     return deps.store.read_record(partition, str(pending.record["id"])) is not None
 
 
@@ -246,23 +263,24 @@ def _settle_pending(deps: Deps, account: AccountDoc, keep: str | None = None) ->
     return account.without_pending(done) if done else account
 
 
-def _complete_duplicate(deps: Deps, account: AccountDoc, event_id: str, wait: bool) -> Outcome:
-    """An event id already in the account: re-send its alerts if its record is missing."""
+def _complete_duplicate(deps: Deps, account: AccountDoc, event_id: str, retry: bool) -> Outcome:
+    """An event already in the account: finish it if it is still pending.
+
+    A pending entry whose record is missing is finished (alerts re-sent with the same ids,
+    record written) when this delivery is a retry (dequeue count > 1, or the poison path)
+    or the entry is older than :data:`PENDING_GRACE`. A first delivery that finds a young
+    entry is a concurrent copy: the invocation that wrote it finishes it, or fails and is
+    retried, and that retry finishes it — so copies never double-send.
+    """
     pending = account.pending_for(event_id)
     key = (account.account_id, event_id)
     if pending is None or key in deps.completed:
         return Outcome("DUPLICATE", event_id, account.account_id)
-    if wait:
-        # Another invocation may be between the state write and the record write.
-        deadline = _pending_since(pending) + PENDING_GRACE
-        while deps.clock() < deadline:
-            if _record_exists(deps, account.account_id, pending):
-                deps.completed.put(key)
-                return Outcome("DUPLICATE", event_id, account.account_id)
-            deps.sleep(0.1)
     if _record_exists(deps, account.account_id, pending):
         deps.completed.put(key)
         return Outcome("DUPLICATE", event_id, account.account_id)
+    if not retry and deps.clock() - _pending_since(pending) < PENDING_GRACE:
+        return Outcome("DUPLICATE", event_id, account.account_id, detail="in flight elsewhere")
     _finish(deps, account.account_id, pending)
     return Outcome(
         "DUPLICATE", event_id, account.account_id, tuple(pending.alerts), "record repaired"
@@ -403,7 +421,12 @@ def _apply(
     ledger = settle_risk_states(ledger, after)
     alerts = _alerts(deps, specs, ident, now)
     record = _event_record(event, alerts, now)
-    new = replace(account, ledger=ledger).with_event(event.event_id, record)
+    opened: tuple[str, ...] = ()
+    if isinstance(event, Fill):
+        was_open = any(p.is_open and p.symbol == event.symbol for p in account.ledger.positions)
+        now_open = any(p.is_open and p.symbol == event.symbol for p in ledger.positions)
+        opened = (event.symbol,) if now_open and not was_open else ()
+    new = replace(account, ledger=ledger).with_event(event.event_id, record, opened)
     new = replace(new, version=account.version + 1)
     doc = account_to_document(new, after, now)
     return new, alerts, doc, Outcome("APPLIED", event.event_id, event.accountId, tuple(alerts))
@@ -420,13 +443,13 @@ def _was_evicted_duplicate(deps: Deps, account: AccountDoc, event_id: str) -> bo
 
 
 def _process_event(
-    deps: Deps, event: Fill | Transfer, raw: bytes, digest: str, queue: str
+    deps: Deps, event: Fill | Transfer, raw: bytes, digest: str, queue: str, retry: bool
 ) -> Outcome:
     account_id = event.accountId
     for attempt in range(MAX_WRITE_ATTEMPTS):
         account = deps.store.read_account(account_id) or AccountDoc(account_id)
         if event.event_id in account.recent_ids:
-            return _complete_duplicate(deps, account, event.event_id, wait=True)
+            return _complete_duplicate(deps, account, event.event_id, retry)
         if _was_evicted_duplicate(deps, account, event.event_id):
             return Outcome("DUPLICATE", event.event_id, account_id, detail="caught by its record")
         account = _settle_pending(deps, account)
@@ -460,8 +483,11 @@ def _decode(raw: bytes) -> tuple[DecodedBody | None, BodyError | None]:
         return None, exc
 
 
-def process_trade_message(raw: bytes, deps: Deps, queue: str | None = None) -> Outcome:
-    """Process one body of the trades queue: FILL or TRANSFER.
+def process_trade_message(
+    raw: bytes, deps: Deps, queue: str | None = None, dequeue_count: int = 1
+) -> Outcome:
+    """Process one body of the trades queue: FILL or TRANSFER. ``dequeue_count`` > 1
+    marks a retry (see :func:`_complete_duplicate`).
 
     Raises:
         UnreadableDocument, TransientStoreError, StaleAccountState: the message should be
@@ -522,57 +548,36 @@ def process_trade_message(raw: bytes, deps: Deps, queue: str | None = None) -> O
         problems = check_fill(event, instrument)
         if problems:
             return _reject_stateless(deps, raw, digest, ident, problems, queue)
-    return _process_event(deps, event, raw, digest, queue)
+    return _process_event(deps, event, raw, digest, queue, dequeue_count > 1)
 
 
 # --- MARK / MARKS ---------------------------------------------------------------------
 
 
-def _store_mark(deps: Deps, entry: Mark | MarkEntry, source_id: str) -> Outcome:
-    for _attempt in range(MAX_WRITE_ATTEMPTS):
-        current = deps.store.read_mark(entry.symbol)
-        if current is not None:
-            try:
-                stored_at = parse_timestamp(current["timestamp"])
-            except (KeyError, ValueError) as exc:
-                raise UnreadableDocument(f"mark document of {entry.symbol}: {exc}") from exc
-            if entry.timestamp <= stored_at:
-                return Outcome("IGNORED", source_id, detail="not newer than the stored mark")
-        doc = {
-            "id": "@mark",
-            "symbol": entry.symbol,
-            "type": "mark",
-            "schemaVersion": 1,
-            "markId": source_id,
-            "markPrice": format_decimal(entry.markPrice),
-            "timestamp": format_timestamp(entry.timestamp),
-            "updatedAt": format_timestamp(deps.clock()),
-        }
-        try:
-            deps.store.write_mark(doc, current.get("_etag") if current else None)
-        except StaleAccountState:
-            deps.sleep(random.uniform(0.005, 0.05))  # noqa: S311
-            continue
-        return Outcome("STORED", source_id)
-    raise StaleAccountState(f"mark {source_id}: too many conflicting writes")
+@dataclass(frozen=True)
+class _MarkIn:
+    """A valid, catalogued, newer-than-stored mark of this message."""
+
+    symbol: str
+    price: Decimal
+    timestamp: datetime
+    mark_id: str
 
 
-def _process_mark_entry(
-    deps: Deps, raw: bytes, digest: str, queue: str, obj: Any, source_if_none: str, single: bool
-) -> Outcome:
+def _validate_mark_entry(
+    deps: Deps, raw: bytes, digest: str, queue: str, obj: Any, fallback: str, single: bool
+) -> _MarkIn | Outcome:
+    """A mark to apply, or the outcome of its rejection."""
     symbol = obj.get("symbol") if isinstance(obj, dict) else None
     mid = mark_id(symbol, obj.get("timestamp")) if isinstance(obj, dict) else None
-    ident = _Identity(
-        mid or source_if_none, None, None, symbol if isinstance(symbol, str) else None
-    )
+    ident = _Identity(mid or fallback, None, None, symbol if isinstance(symbol, str) else None)
+    if not isinstance(obj, dict):
+        reasons = [("SCHEMA_INVALID", "a MARKS entry must be an object")]
+        return _reject_stateless(deps, raw, digest, ident, reasons, queue)
     try:
-        if single:
-            entry: Mark | MarkEntry = validate_inbound(obj)  # type: ignore[assignment]
-        else:
-            if not isinstance(obj, dict):
-                raise_value = [("SCHEMA_INVALID", "a MARKS entry must be an object")]
-                return _reject_stateless(deps, raw, digest, ident, raise_value, queue)
-            entry = MarkEntry.model_validate(obj)
+        entry: Mark | MarkEntry = (
+            validate_inbound(obj) if single else MarkEntry.model_validate(obj)  # type: ignore[assignment]
+        )
     except ValidationError as exc:
         return _reject_stateless(deps, raw, digest, ident, _schema_reasons(exc), queue)
     if deps.catalog.get(entry.symbol) is None:
@@ -581,14 +586,194 @@ def _process_mark_entry(
         ]
         return _reject_stateless(deps, raw, digest, ident, reasons, queue)
     assert mid is not None
-    return _store_mark(deps, entry, mid)
+    return _MarkIn(entry.symbol, entry.markPrice, entry.timestamp, mid)
 
 
-def process_mark_message(raw: bytes, deps: Deps, queue: str | None = None) -> list[Outcome]:
+def _revalue_account(
+    deps: Deps,
+    account_id: str,
+    marks: Sequence[_MarkIn],
+    key: str,
+    digest: str,
+    queue: str,
+    retry: bool,
+) -> tuple[list[Alert], bool] | None:
+    """Apply a message's marks to one account in ONE conditional write; the alerts sent
+    and whether the account still holds any of the symbols. None when the account was
+    skipped (unreadable: dead-lettered)."""
+    for attempt in range(MAX_WRITE_ATTEMPTS):
+        try:
+            account = deps.store.read_account(account_id)
+        except UnreadableDocument as exc:
+            _deadletter_account(deps, account_id, marks, digest, queue, exc)
+            return None
+        if account is None:
+            return [], False
+        symbols = {m.symbol for m in marks}
+        holds = any(p.is_open and p.symbol in symbols for p in account.ledger.positions)
+        pending = account.pending_for(key)
+        if pending is not None:
+            outcome = _complete_duplicate(deps, account, key, retry)
+            return list(outcome.alerts), holds
+        fresh = [
+            m
+            for m in marks
+            if any(
+                p.is_open
+                and p.symbol == m.symbol
+                and (p.mark_time is None or m.timestamp > p.mark_time)
+                for p in account.ledger.positions
+            )
+        ]
+        if not fresh:
+            return [], holds
+        account = _settle_pending(deps, account)
+        ledger = account.ledger
+        now = deps.clock()
+        alerts: list[Alert] = []
+        for mark in fresh:  # in timestamp order: each transition alerts with its own mark id
+            moved = apply_mark(ledger, mark.symbol, mark.price, mark.timestamp)
+            after = value(moved, deps.catalog, deps.settings.margin_call_ratio)
+            ident = _Identity(mark.mark_id, account_id, None, mark.symbol)
+            alerts += _alerts(deps, risk_alerts(ledger, after), ident, now)
+            ledger = settle_risk_states(moved, after)
+        final = value(ledger, deps.catalog, deps.settings.margin_call_ratio)
+        new = replace(account, ledger=ledger, version=account.version + 1)
+        if alerts:
+            record = {
+                "type": "marks",
+                "alerts": alerts_json(alerts),
+                "marks": {m.symbol: format_timestamp(m.timestamp) for m in fresh},
+                "createdAt": format_timestamp(now),
+            }
+            new = new.with_pending(Pending(key, record))
+        try:
+            deps.store.write_account(account_to_document(new, final, now), account.etag)
+        except StaleAccountState:
+            deps.sleep(min(0.5, 0.01 * (2**attempt)) * random.uniform(0.5, 1.5))  # noqa: S311
+            continue
+        if alerts:
+            deps.sink.send(alerts)
+        return alerts, True
+    raise StaleAccountState(f"account {account_id}: too many conflicting writes for marks {key}")
+
+
+def _deadletter_account(
+    deps: Deps, account_id: str, marks: Sequence[_MarkIn], digest: str, queue: str, error: Exception
+) -> None:
+    """A mark skipped an account it cannot read: dead-letter ``<digest>:<accountId>``."""
+    logger.warning("mark %s skipped account %s: %s", marks[0].mark_id, account_id, error)
+    now = deps.clock()
+    document = {
+        "id": f"{digest}:{account_id}",
+        "queue": queue,
+        "type": "deadletter",
+        "schemaVersion": 1,
+        "rawBody": "",
+        "bodyDigest": digest,
+        "accountId": account_id,
+        "sourceId": marks[0].mark_id,
+        "count": 1,
+        "firstSeen": format_timestamp(now),
+        "lastSeen": format_timestamp(now),
+        "lastError": f"{type(error).__name__}: {error}"[:1000],
+    }
+    ident = _Identity(marks[0].mark_id, account_id, None, marks[0].symbol)
+    _deadletter(deps, document, ident, now, "a mark skipped an unreadable account document")
+
+
+def _store_marks(deps: Deps, latest: Mapping[str, _MarkIn]) -> None:
+    """Write each symbol's newest mark (last, after every account is re-valued)."""
+    for mark in latest.values():
+        for _attempt in range(MAX_WRITE_ATTEMPTS):
+            current = deps.store.read_mark(mark.symbol)
+            if current is not None and parse_timestamp(current["timestamp"]) >= mark.timestamp:
+                break
+            doc = {
+                "id": "@mark",
+                "symbol": mark.symbol,
+                "type": "mark",
+                "schemaVersion": 1,
+                "markId": mark.mark_id,
+                "markPrice": format_decimal(mark.price),
+                "timestamp": format_timestamp(mark.timestamp),
+                "updatedAt": format_timestamp(deps.clock()),
+            }
+            try:
+                deps.store.write_mark(doc, current.get("_etag") if current else None)
+                break
+            except StaleAccountState:
+                deps.sleep(random.uniform(0.005, 0.05))  # noqa: S311
+        else:
+            raise StaleAccountState(f"mark {mark.mark_id}: too many conflicting writes")
+
+
+def _apply_marks(
+    deps: Deps, marks: Sequence[_MarkIn], raw: bytes, digest: str, queue: str, retry: bool
+) -> list[Outcome]:
+    """Re-value every account holding a symbol of ``marks``, then store the marks."""
+    stored: dict[str, datetime | None] = {}
+    for symbol in {m.symbol for m in marks}:
+        doc = deps.store.read_mark(symbol)
+        stored[symbol] = parse_timestamp(doc["timestamp"]) if doc is not None else None
+    outcomes: list[Outcome] = []
+    newer: list[_MarkIn] = []
+    seen: set[str] = set()
+    for m in sorted(marks, key=lambda m: (m.timestamp, m.symbol)):
+        last = stored[m.symbol]
+        if (last is not None and m.timestamp <= last) or m.mark_id in seen:
+            outcomes.append(Outcome("IGNORED", m.mark_id, detail="not newer than the stored mark"))
+        else:
+            seen.add(m.mark_id)
+            newer.append(m)
+    if not newer:
+        return outcomes
+    key = f"marks:{digest}"
+    holders: dict[str, list[tuple[str, str]]] = {
+        symbol: deps.store.list_holders(symbol) for symbol in sorted({m.symbol for m in newer})
+    }
+    accounts = sorted({acc for rows in holders.values() for acc, _ in rows})
+    sent: dict[str, list[Alert]] = {}
+    revalued = 0
+    for account_id in accounts:
+        mine = [m for m in newer if any(a == account_id for a, _ in holders[m.symbol])]
+        result = _revalue_account(deps, account_id, mine, key, digest, queue, retry)
+        if result is None:
+            continue
+        alerts, holds = result
+        revalued += 1
+        for alert in alerts:
+            sent.setdefault(alert.sourceId, []).append(alert)
+        if not holds:
+            for symbol in {m.symbol for m in mine}:
+                etag = next(e for a, e in holders[symbol] if a == account_id)
+                deps.store.delete_holder(symbol, account_id, etag)
+    latest = {m.symbol: m for m in newer}  # sorted ascending: the last one is the newest
+    _store_marks(deps, latest)
+    for account_id in accounts:
+        deps.completed.put((account_id, key))
+    for m in newer:
+        outcomes.append(
+            Outcome(
+                "APPLIED",
+                m.mark_id,
+                alerts=tuple(sent.get(m.mark_id, ())),
+                detail=f"{revalued} account(s) re-valued",
+            )
+        )
+    return outcomes
+
+
+def process_mark_message(
+    raw: bytes, deps: Deps, queue: str | None = None, dequeue_count: int = 1
+) -> list[Outcome]:
     """Process one body of the marks queue: MARK or MARKS (each entry stands alone).
 
+    Every account holding a marked symbol is re-valued in one conditional write; risk-state
+    changes raise alerts; the ``marks`` documents are written last.
+
     Raises:
-        UnreadableDocument, TransientStoreError, StaleAccountState: retry by the host.
+        TransientStoreError, StaleAccountState: retry by the host.
     """
     queue = queue or deps.settings.marks_queue
     decoded, error = _decode(raw)
@@ -603,26 +788,32 @@ def process_mark_message(raw: bytes, deps: Deps, queue: str | None = None) -> li
     obj = decoded.obj
     kind = obj.get("type")
     if kind == "MARK":
-        return [_process_mark_entry(deps, raw, digest, queue, obj, digest, single=True)]
-    if kind != "MARKS":
+        entries: list[tuple[Any, str, bool]] = [(obj, digest, True)]
+    elif kind == "MARKS":
+        try:
+            batch = validate_inbound(obj)
+        except ValidationError as exc:
+            ident = _Identity(digest, None, None, None)
+            return [_reject_stateless(deps, raw, digest, ident, _schema_reasons(exc), queue)]
+        assert isinstance(batch, Marks)
+        entries = [(e, f"{digest}:{i}", False) for i, e in enumerate(batch.marks)]
+    else:
         ident = _identity(obj, digest)
         reasons = [
             ("SCHEMA_INVALID", f"type must be MARK or MARKS on this queue, got {str(kind)[:40]!r}")
         ]
         return [_reject_stateless(deps, raw, digest, ident, reasons, queue)]
-    try:
-        batch = validate_inbound(obj)
-    except ValidationError as exc:
-        return [
-            _reject_stateless(
-                deps, raw, digest, _Identity(digest, None, None, None), _schema_reasons(exc), queue
-            )
-        ]
-    assert isinstance(batch, Marks)
-    return [
-        _process_mark_entry(deps, raw, digest, queue, entry, f"{digest}:{index}", single=False)
-        for index, entry in enumerate(batch.marks)
-    ]
+    outcomes: list[Outcome] = []
+    valid: list[_MarkIn] = []
+    for entry, fallback, single in entries:
+        checked = _validate_mark_entry(deps, raw, digest, queue, entry, fallback, single)
+        if isinstance(checked, Outcome):
+            outcomes.append(checked)
+        else:
+            valid.append(checked)
+    return outcomes + (
+        _apply_marks(deps, valid, raw, digest, queue, dequeue_count > 1) if valid else []
+    )
 
 
 # --- poison ---------------------------------------------------------------------------
@@ -644,7 +835,7 @@ def _already_done(
     if obj.get("type") in ("FILL", "TRANSFER") and ident.account_id and ident.source_id != digest:
         account = deps.store.read_account(ident.account_id)
         if account is not None and ident.source_id in account.recent_ids:
-            return _complete_duplicate(deps, account, ident.source_id, wait=False)
+            return _complete_duplicate(deps, account, ident.source_id, retry=True)
         for record_id in (ident.source_id, f"rejection:{ident.source_id}"):
             if deps.store.read_record(ident.account_id, record_id) is not None:
                 return Outcome(

@@ -149,6 +149,47 @@ class CosmosLedgerStore:
     def read_mark(self, symbol: str) -> Mapping[str, Any] | None:
         return self._read("marks", "@mark", symbol)
 
+    def list_holders(self, symbol: str) -> list[tuple[str, str]]:
+        proxy = self.container("marks")
+        rows = _translate(
+            lambda: list(
+                proxy.query_items(
+                    "SELECT c.accountId, c._etag FROM c WHERE c.symbol = @symbol AND c.type = 'holder'",
+                    parameters=[{"name": "@symbol", "value": symbol}],
+                    partition_key=symbol,
+                )
+            ),
+            f"list holders of {symbol}",
+        )
+        return [(str(r["accountId"]), str(r["_etag"])) for r in rows]
+
+    def upsert_holder(self, symbol: str, account_id: str) -> None:
+        proxy = self.container("marks")
+        body = {
+            "id": f"holder:{account_id}",
+            "symbol": symbol,
+            "accountId": account_id,
+            "type": "holder",
+            "schemaVersion": 1,
+        }
+        _translate(lambda: proxy.upsert_item(body=body), f"upsert holder {symbol}/{account_id}")
+
+    def delete_holder(self, symbol: str, account_id: str, etag: str) -> bool:
+        proxy = self.container("marks")
+        try:
+            _translate(
+                lambda: proxy.delete_item(
+                    item=f"holder:{account_id}",
+                    partition_key=symbol,
+                    etag=etag,
+                    match_condition=MatchConditions.IfNotModified,
+                ),
+                f"delete holder {symbol}/{account_id}",
+            )
+        except (CosmosAccessConditionFailedError, CosmosResourceNotFoundError):
+            return False
+        return True
+
     def read_deadletter(self, queue: str, deadletter_id: str) -> Mapping[str, Any] | None:
         return self._read("deadletters", deadletter_id, queue)
 

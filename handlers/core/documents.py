@@ -45,6 +45,12 @@ class Pending:
 
     event_id: str
     record: Mapping[str, Any]
+    holders: tuple[str, ...] = ()
+
+    @property
+    def is_marks(self) -> bool:
+        """A mark re-valuation: no record to create; done once the marks are stored."""
+        return self.record.get("type") == "marks"
 
     @property
     def alerts(self) -> list[Alert]:
@@ -70,11 +76,15 @@ class AccountDoc:
                 return item
         return None
 
-    def with_event(self, event_id: str, record: Mapping[str, Any] | None) -> AccountDoc:
+    def with_event(
+        self, event_id: str, record: Mapping[str, Any] | None, holders: tuple[str, ...] = ()
+    ) -> AccountDoc:
         """Add an event id to the recent ids (and its pending record), trimming the oldest
         ids whose records exist (those not pending)."""
         ids = [*self.recent_ids, event_id]
-        pending = self.pending + ((Pending(event_id, record),) if record is not None else ())
+        pending = self.pending + (
+            (Pending(event_id, record, holders),) if record is not None else ()
+        )
         keep = {p.event_id for p in pending}
         evicted = self.evicted
         while len(ids) > MAX_RECENT_IDS:
@@ -86,6 +96,10 @@ class AccountDoc:
             else:
                 break
         return replace(self, recent_ids=tuple(ids), pending=pending, evicted=evicted)
+
+    def with_pending(self, pending: Pending) -> AccountDoc:
+        """Add a pending entry that is no event (a mark re-valuation's alerts)."""
+        return replace(self, pending=(*self.pending, pending))
 
     def without_pending(self, done: set[str]) -> AccountDoc:
         return replace(self, pending=tuple(p for p in self.pending if p.event_id not in done))
@@ -160,7 +174,12 @@ def account_from_document(doc: Mapping[str, Any]) -> AccountDoc:
             for p in doc["positions"]
         )
         recent = tuple(str(i) for i in doc["recentEventIds"])
-        pending = tuple(Pending(str(p["eventId"]), dict(p["record"])) for p in doc["pending"])
+        pending = tuple(
+            Pending(
+                str(p["eventId"]), dict(p["record"]), tuple(str(h) for h in p.get("holders", ()))
+            )
+            for p in doc["pending"]
+        )
         version = int(doc.get("version", 0))
         evicted = bool(doc.get("recentIdsEvicted", False))
         updated = None if doc.get("updatedAt") is None else _ts(doc["updatedAt"], "updatedAt")
@@ -238,7 +257,10 @@ def account_to_document(account: AccountDoc, valuation: Valuation, now: datetime
         "version": account.version,
         "recentEventIds": list(account.recent_ids),
         "recentIdsEvicted": account.evicted,
-        "pending": [{"eventId": p.event_id, "record": dict(p.record)} for p in account.pending],
+        "pending": [
+            {"eventId": p.event_id, "record": dict(p.record), "holders": list(p.holders)}
+            for p in account.pending
+        ],
     }
 
 

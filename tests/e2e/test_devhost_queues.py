@@ -267,3 +267,17 @@ def test_sigterm_finishes_in_flight_invocations_and_exits_zero(recorder: AppEnv)
     assert process.returncode == 0, stderr
     assert [r["id"] for r in recorder.records("main_done")] == [message_id]
     assert recorder.count(recorder.in_queue) == 0
+
+
+def test_failed_message_is_retried_after_visibility_timeout(
+    tmp_path: Path, azurite: Azurite
+) -> None:
+    app = make_app("recorder", tmp_path, azurite, {"visibilityTimeout": "00:00:01"})
+    app.send(app.in_queue, b64(json.dumps({"fail_until": 2})))
+
+    run = app.run()
+
+    assert run.returncode == 0, run.stderr
+    first, second = app.records("main")
+    assert (first["dequeue_count"], second["dequeue_count"]) == (1, 2)
+    assert second["t"] - first["t"] >= 0.9

@@ -40,7 +40,8 @@ def test_start_stop_idempotent_and_restart_one(tmp_path: Path) -> None:
         )
         assert started.settings()["COSMOS_ENDPOINT"] == f"https://127.0.0.1:{cosmos_port}/"
         first = services.status(run_dir)
-        assert first["azurite"]["running"] and first["cosmos"]["running"]
+        assert first["azurite"]["running"]
+        assert first["cosmos"]["running"]
 
         again = services.start(run_dir)  # reuses the running ones, on their ports
         assert again == started
@@ -53,11 +54,11 @@ def test_start_stop_idempotent_and_restart_one(tmp_path: Path) -> None:
         assert services.start_one("azurite", run_dir) == queue_port  # back on its port
         assert services.status(run_dir)["azurite"]["pid"] != old_pid
     finally:
-        pids = [v["pid"] for v in services.status(run_dir).values() if v["pid"]]
+        pids = [int(str(v["pid"])) for v in services.status(run_dir).values() if v["pid"]]
         services.stop(run_dir)
     services.stop(run_dir)  # stopping stopped services is fine
     assert not any(entry["running"] for entry in services.status(run_dir).values())
-    assert all(_gone(pid) for pid in pids)  # type: ignore[arg-type]
+    assert all(_gone(pid) for pid in pids)
     assert not _listening(queue_port)
     assert not _listening(cosmos_port)
     assert not list(run_dir.glob("*.pid"))

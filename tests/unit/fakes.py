@@ -1,0 +1,177 @@
+"""In-memory fakes of the service's ports (handlers.ports) with Cosmos-like semantics.
+
+- :class:`FakeStore` keeps JSON copies of every document (what Cosmos would hand back),
+  stamps an ``_etag`` on account and mark documents, refuses a create over an existing
+  document (409 → StaleAccountState) and a replace with a stale ETag (412), creates
+  records only once, and counts deadletter repeats.
+- :class:`FakeSink` collects the alerts sent, and can be told to fail.
+- :class:`FakeClock` is a settable clock whose ``sleep`` advances it (so wait loops end).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from handlers.core.contracts import Alert
+from handlers.core.documents import ACCOUNT_ID, AccountDoc, account_from_document
+from handlers.errors import StaleAccountState
+
+__all__ = ["FakeClock", "FakeSink", "FakeStore", "SinkDown", "StoreDown"]
+
+
+class SinkDown(RuntimeError):
+    """The alerts queue could not be written (injected)."""
+
+
+class StoreDown(RuntimeError):
+    """The store failed a write (injected)."""
+
+
+def _copy(document: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON round-trip: the document must be JSON, and no alias survives."""
+    out = json.loads(json.dumps(document, allow_nan=False))
+    assert isinstance(out, dict)
+    return out
+
+
+class FakeStore:
+    """An in-memory :class:`handlers.ports.LedgerStore`."""
+
+    def __init__(self) -> None:
+        self.accounts: dict[str, dict[str, Any]] = {}
+        self.records: dict[tuple[str, str], dict[str, Any]] = {}
+        self.marks: dict[str, dict[str, Any]] = {}
+        self.deadletters: dict[tuple[str, str], dict[str, Any]] = {}
+        self.account_writes = 0
+        self.record_creates = 0
+        #: Called with the document before each account write; may raise (inject faults).
+        self.before_account_write: Callable[[Mapping[str, Any], str | None], None] | None = None
+        #: Raise StoreDown on the next N record creations (a crash after the state write).
+        self.fail_record_creates = 0
+        self._etags = itertools.count(1)
+
+    def _etag(self) -> str:
+        return f'"etag-{next(self._etags)}"'
+
+    # -- accounts ----------------------------------------------------------------------
+
+    def read_account(self, account_id: str) -> AccountDoc | None:
+        doc = self.accounts.get(account_id)
+        return None if doc is None else account_from_document(_copy(doc))
+
+    def write_account(self, document: Mapping[str, Any], etag: str | None) -> None:
+        if self.before_account_write is not None:
+            self.before_account_write(document, etag)
+        assert document["id"] == ACCOUNT_ID
+        account_id = str(document["accountId"])
+        current = self.accounts.get(account_id)
+        if etag is None:
+            if current is not None:
+                raise StaleAccountState(f"account {account_id} exists (409)")
+        elif current is None or current["_etag"] != etag:
+            raise StaleAccountState(f"account {account_id} changed (412)")
+        stored = _copy(document)
+        stored["_etag"] = self._etag()
+        self.accounts[account_id] = stored
+        self.account_writes += 1
+
+    def account(self, account_id: str) -> dict[str, Any]:
+        """The stored account document (test helper)."""
+        return self.accounts[account_id]
+
+    # -- records -----------------------------------------------------------------------
+
+    def read_record(self, partition: str, record_id: str) -> Mapping[str, Any] | None:
+        doc = self.records.get((partition, record_id))
+        return None if doc is None else _copy(doc)
+
+    def create_record(self, record: Mapping[str, Any]) -> bool:
+        if self.fail_record_creates > 0:
+            self.fail_record_creates -= 1
+            raise StoreDown("record write failed (injected)")
+        key = (str(record["accountId"]), str(record["id"]))
+        if key in self.records:
+            return False
+        self.records[key] = _copy(record)
+        self.record_creates += 1
+        return True
+
+    # -- marks -------------------------------------------------------------------------
+
+    def read_mark(self, symbol: str) -> Mapping[str, Any] | None:
+        doc = self.marks.get(symbol)
+        return None if doc is None else _copy(doc)
+
+    def write_mark(self, document: Mapping[str, Any], etag: str | None) -> None:
+        symbol = str(document["symbol"])
+        current = self.marks.get(symbol)
+        if etag is None:
+            if current is not None:
+                raise StaleAccountState(f"mark {symbol} exists (409)")
+        elif current is None or current["_etag"] != etag:
+            raise StaleAccountState(f"mark {symbol} changed (412)")
+        stored = _copy(document)
+        stored["_etag"] = self._etag()
+        self.marks[symbol] = stored
+
+    # -- deadletters -------------------------------------------------------------------
+
+    def read_deadletter(self, queue: str, deadletter_id: str) -> Mapping[str, Any] | None:
+        doc = self.deadletters.get((queue, deadletter_id))
+        return None if doc is None else _copy(doc)
+
+    def record_deadletter(self, document: Mapping[str, Any]) -> bool:
+        key = (str(document["queue"]), str(document["id"]))
+        current = self.deadletters.get(key)
+        if current is None:
+            self.deadletters[key] = _copy(document)
+            return True
+        current["count"] = int(current["count"]) + 1
+        current["lastSeen"] = document["lastSeen"]
+        if document.get("lastError"):
+            current["lastError"] = document["lastError"]
+        return False
+
+
+class FakeSink:
+    """An in-memory :class:`handlers.ports.AlertSink`."""
+
+    def __init__(self) -> None:
+        self.sent: list[Alert] = []
+        #: Raise SinkDown on the next N sends (nothing of that call is sent).
+        self.fail_sends = 0
+
+    def send(self, alerts: Sequence[Alert]) -> None:
+        if self.fail_sends > 0:
+            self.fail_sends -= 1
+            raise SinkDown("alerts queue unavailable (injected)")
+        for alert in alerts:
+            # What the queue adapter writes must survive a JSON round-trip.
+            self.sent.append(Alert.model_validate_json(alert.model_dump_json(), strict=False))
+
+    def of_type(self, alert_type: str) -> list[Alert]:
+        return [a for a in self.sent if a.type == alert_type]
+
+    @property
+    def ids(self) -> list[str]:
+        return [a.alertId for a in self.sent]
+
+
+class FakeClock:
+    """A settable UTC clock; ``sleep`` advances it instead of waiting."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime(2024, 10, 1, 14, 0, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+    def sleep(self, seconds: float) -> None:
+        self.advance(seconds)
