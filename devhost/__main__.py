@@ -1,4 +1,4 @@
-"""The ``python -m devhost`` command line: run, services, send, alerts."""
+"""The ``python -m devhost`` command line: run, services, send, alerts, accounts."""
 
 from __future__ import annotations
 
@@ -87,6 +87,11 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("--concurrency", type=int, default=8, help="parallel sends (default 8)")
     _settings_arguments(send)
 
+    accounts = commands.add_parser("accounts", help="print the account documents kept in Cosmos DB")
+    _settings_arguments(accounts)
+    accounts.add_argument("--account", help="only this accountId")
+    accounts.add_argument("--json", action="store_true", help="whole documents as JSON")
+
     alerts = commands.add_parser("alerts", help="print (and delete) the messages on ALERTS_QUEUE")
     alerts.add_argument("--peek", action="store_true", help="do not delete (first 32 only)")
     _settings_arguments(alerts)
@@ -128,6 +133,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return host.run(args.app_dir, args.settings, drain=args.drain, timeout=args.timeout)
     if args.command == "services":
         return _services(args)
+    if args.command == "accounts":
+        from devhost import inspect_state
+
+        return inspect_state.accounts_command(
+            account=args.account,
+            as_json=args.json,
+            app_dir=args.app_dir,
+            settings_file=args.settings,
+        )
     from devhost import producer
 
     if args.command == "send":

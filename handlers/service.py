@@ -361,7 +361,10 @@ def _stored_mark(deps: Deps, account: AccountDoc, symbol: str) -> tuple[Decimal,
     if doc is None:
         return own
     try:
-        stored = (parse_decimal(str(doc["markPrice"])), parse_timestamp(doc["timestamp"]))
+        stored = (
+            parse_decimal(str(doc["markPrice"]), max_digits=120),
+            parse_timestamp(doc["timestamp"]),
+        )
     except (KeyError, ValueError) as exc:
         raise UnreadableDocument(f"mark document of {symbol}: {exc}") from exc
     if own is not None and own[1] >= stored[1]:
@@ -732,11 +735,12 @@ def _apply_marks(
     holders: dict[str, list[tuple[str, str]]] = {
         symbol: deps.store.list_holders(symbol) for symbol in sorted({m.symbol for m in newer})
     }
+    etags = {symbol: dict(rows) for symbol, rows in holders.items()}
     accounts = sorted({acc for rows in holders.values() for acc, _ in rows})
     sent: dict[str, list[Alert]] = {}
     revalued = 0
     for account_id in accounts:
-        mine = [m for m in newer if any(a == account_id for a, _ in holders[m.symbol])]
+        mine = [m for m in newer if account_id in etags[m.symbol]]
         result = _revalue_account(deps, account_id, mine, key, digest, queue, retry)
         if result is None:
             continue
@@ -746,8 +750,7 @@ def _apply_marks(
             sent.setdefault(alert.sourceId, []).append(alert)
         if not holds:
             for symbol in {m.symbol for m in mine}:
-                etag = next(e for a, e in holders[symbol] if a == account_id)
-                deps.store.delete_holder(symbol, account_id, etag)
+                deps.store.delete_holder(symbol, account_id, etags[symbol][account_id])
     latest = {m.symbol: m for m in newer}  # sorted ascending: the last one is the newest
     _store_marks(deps, latest)
     for account_id in accounts:

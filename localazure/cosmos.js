@@ -83,5 +83,9 @@ batchDocuments.default = async (account, req, res, params) => {
 
 const port = Number(process.argv[2] || 8081);
 const server = require("@vercel/cosmosdb-server").createHttpsServer({ keepAlive: true });
+// Idle keep-alive sockets outlive the client's pool (Node's default 5 s closes them under a
+// client that is about to reuse them, which surfaces as "Remote end closed connection").
+server.keepAliveTimeout = 120000;
+server.headersTimeout = 121000;
 server.listen(port, "127.0.0.1", () => console.log(`cosmos ready on 127.0.0.1:${port}`));
 for (const signal of ["SIGTERM", "SIGINT"]) process.on(signal, () => process.exit(0));

@@ -90,6 +90,10 @@ def connect(endpoint: str, key: str | None, database: str) -> CosmosClient:
         retry_read=2,
         retry_backoff_max=2,
         retry_backoff_factor=0.3,
+        # Writes may be retried after a lost response: every write here is conditional
+        # (ETag), a create (409 when it landed) or an idempotent upsert, and the service
+        # treats 412/409 as "re-read and see" — so a retried write never applies twice.
+        retry_write=2,
     )
 
 

@@ -45,12 +45,15 @@ MONEY = Context(
 )
 
 
-def parse_decimal(text: str) -> Decimal:
+def parse_decimal(text: str, max_digits: int = MAX_SIGNIFICANT_DIGITS) -> Decimal:
     """Parse decimal text exactly (never through float).
 
+    ``max_digits`` is the contract's 40 for what the app reads from messages; documents the
+    app wrote itself (≤ 18 places, any magnitude) are read back with a larger limit.
+
     Raises:
-        ValueError: the text does not match the contract's pattern or has more than 40
-            significant digits.
+        ValueError: the text does not match the contract's pattern or has more than
+            ``max_digits`` significant digits.
     """
     if not isinstance(text, str):
         raise ValueError("a decimal must be a string or a JSON number")
@@ -58,8 +61,8 @@ def parse_decimal(text: str) -> Decimal:
     if match is None or not text.isascii():
         raise ValueError(f"not a decimal: {text[:40]!r}")
     digits = (match.group(1) + (match.group(2) or "")).lstrip("0")
-    if len(digits) > MAX_SIGNIFICANT_DIGITS:
-        raise ValueError(f"more than {MAX_SIGNIFICANT_DIGITS} significant digits")
+    if len(digits) > max_digits:
+        raise ValueError(f"more than {max_digits} significant digits")
     value = Decimal(text)
     return value + 0 if value.is_zero() else value  # -0 reads as 0
 

@@ -35,6 +35,9 @@ ACCOUNT_ID = "@account"
 UNATTRIBUTED = "_unattributed"
 SCHEMA_VERSION = 1
 MAX_RECENT_IDS = 1000
+#: Significant digits accepted when reading back decimals the app wrote (18 places plus a
+#: large integer part); messages are held to the contract's 40.
+STORED_DIGITS = 120
 _RISK = ("NORMAL", "MARGIN_CALL", "LIQUIDATION")
 
 
@@ -114,7 +117,7 @@ def _dec(raw: object, what: str) -> Decimal:
     if not isinstance(raw, str):
         raise UnreadableDocument(f"{what} must be a decimal string")
     try:
-        return parse_decimal(raw)
+        return parse_decimal(raw, max_digits=STORED_DIGITS)
     except ValueError as exc:
         raise UnreadableDocument(f"{what}: {exc}") from exc
 

@@ -32,7 +32,7 @@ from devhost_support import AppEnv, Azurite, make_app
             "refuse_trigger_annotation",
             "cannot load the main function: 'msg' binding type \"queueTrigger\" and dataType "
             '"None" in function.json do not match the corresponding function parameter\'s '
-            'Python type annotation "dict"',
+            'Python type annotation "int"',
         ),
     ],
 )

@@ -1,9 +1,10 @@
 """In-memory fakes of the service's ports (handlers.ports) with Cosmos-like semantics.
 
 - :class:`FakeStore` keeps JSON copies of every document (what Cosmos would hand back),
-  stamps an ``_etag`` on account and mark documents, refuses a create over an existing
-  document (409 → StaleAccountState) and a replace with a stale ETag (412), creates
-  records only once, and counts deadletter repeats.
+  stamps an ``_etag`` on account and mark documents and holder-index entries, refuses a
+  create over an existing document (409 → StaleAccountState) and a replace with a stale
+  ETag (412), creates records only once, deletes a holder entry only while its ETag is
+  unchanged, and counts deadletter repeats.
 - :class:`FakeSink` collects the alerts sent, and can be told to fail.
 - :class:`FakeClock` is a settable clock whose ``sleep`` advances it (so wait loops end).
 """
@@ -46,6 +47,8 @@ class FakeStore:
         self.records: dict[tuple[str, str], dict[str, Any]] = {}
         self.marks: dict[str, dict[str, Any]] = {}
         self.deadletters: dict[tuple[str, str], dict[str, Any]] = {}
+        #: The holder index: symbol → {accountId: etag}.
+        self.holders: dict[str, dict[str, str]] = {}
         self.account_writes = 0
         self.record_creates = 0
         #: Called with the document before each account write; may raise (inject faults).
@@ -117,6 +120,21 @@ class FakeStore:
         stored = _copy(document)
         stored["_etag"] = self._etag()
         self.marks[symbol] = stored
+
+    # -- holder index ------------------------------------------------------------------
+
+    def list_holders(self, symbol: str) -> list[tuple[str, str]]:
+        return sorted(self.holders.get(symbol, {}).items())
+
+    def upsert_holder(self, symbol: str, account_id: str) -> None:
+        self.holders.setdefault(symbol, {})[account_id] = self._etag()
+
+    def delete_holder(self, symbol: str, account_id: str, etag: str) -> bool:
+        entries = self.holders.get(symbol, {})
+        if entries.get(account_id) != etag:
+            return False
+        del entries[account_id]
+        return True
 
     # -- deadletters -------------------------------------------------------------------
 

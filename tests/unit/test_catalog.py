@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 from decimal import Decimal, localcontext
 from pathlib import Path
@@ -121,7 +122,7 @@ def test_maintenance_margin_is_continuous_at_every_boundary(symbol: str, index: 
 def test_brackets_ordered_and_tightening(symbol: str) -> None:
     brackets = SHIPPED.instruments[symbol].brackets
     assert [b.bracket for b in brackets] == list(range(1, len(brackets) + 1))
-    for prev, cur in zip(brackets, brackets[1:], strict=False):
+    for prev, cur in itertools.pairwise(brackets):
         assert cur.notional_floor == prev.notional_cap
         assert cur.maint_margin_ratio >= prev.maint_margin_ratio
         assert cur.max_leverage <= prev.max_leverage
@@ -221,49 +222,49 @@ def missing_symbol(item: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize(
-    "breakage",
+    ("breakage", "match"),
     [
-        swapped,
-        renumbered_unordered,
-        gap,
-        overlap,
-        discontinuous,
-        first_floor_not_zero,
-        first_cum_not_zero,
-        loosening_ratio,
-        no_brackets,
-        bad_contract_type,
-        quanto,
-        linear_not_settled_in_quote,
-        max_leverage_above_first_bracket,
-        decimal_as_number,
-        zero_tick,
-        missing_symbol,
+        (swapped, "numbered"),
+        (renumbered_unordered, "previous cap"),
+        (gap, "previous cap"),
+        (overlap, "previous cap"),
+        (discontinuous, "not continuous"),
+        (first_floor_not_zero, "starts at 0"),
+        (first_cum_not_zero, "starts at 0"),
+        (loosening_ratio, "loosen"),
+        (no_brackets, "brackets"),
+        (bad_contract_type, "contractType"),
+        (quanto, "contractType"),
+        (linear_not_settled_in_quote, "quote asset"),
+        (max_leverage_above_first_bracket, "maxLeverage"),
+        (decimal_as_number, "tickSize"),
+        (zero_tick, "tick_size"),
+        (missing_symbol, "symbol"),
     ],
 )
-def test_broken_linear_instrument_is_refused(breakage: Any) -> None:
+def test_broken_linear_instrument_is_refused(breakage: Any, match: str) -> None:
     item = instrument_data("BTCUSDT")
     breakage(item)
-    with pytest.raises(ConfigurationError):
+    with pytest.raises(ConfigurationError, match=match):
         parse_catalog(catalog_of(item, instrument_data("ETHUSDT")))
 
 
 def test_inverse_not_settled_in_base_is_refused() -> None:
     item = instrument_data("BTCUSD_PERP")
     item["settleAsset"] = "USD"
-    with pytest.raises(ConfigurationError):
+    with pytest.raises(ConfigurationError, match="base asset"):
         parse_catalog(catalog_of(item))
 
 
 def test_discontinuous_inverse_brackets_are_refused() -> None:
     item = instrument_data("BTCUSD_PERP")
     brackets_of(item)[3]["maintAmount"] = "0.356"
-    with pytest.raises(ConfigurationError):
+    with pytest.raises(ConfigurationError, match="not continuous"):
         parse_catalog(catalog_of(item))
 
 
 def test_duplicate_symbol_is_refused() -> None:
-    with pytest.raises(ConfigurationError):
+    with pytest.raises(ConfigurationError, match="twice"):
         parse_catalog(catalog_of(instrument_data("BTCUSDT"), instrument_data("BTCUSDT")))
 
 

@@ -25,7 +25,7 @@ from handlers.core.contracts import (
     validate_inbound,
 )
 from handlers.core.decode import decode_body
-from tests.events import as_body, load_event
+from tests.events import as_body, event_names, load_event
 
 MISSING = object()
 
@@ -51,6 +51,14 @@ def edited(name: str, **changes: Any) -> dict[str, Any]:
 def assert_invalid(event: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         validate(event)
+
+
+def test_every_canonical_event_is_valid() -> None:
+    names = event_names()
+    assert len(names) >= 7
+    for name in names:
+        for encode in (True, False):
+            validate(load_event(name), base64=encode)
 
 
 # --- FILL ------------------------------------------------------------------------------
@@ -277,8 +285,10 @@ def test_fill_accepted_values(field: str, good: Any, expected: Any) -> None:
 
 def test_fill_json_number_literals_are_read_exactly() -> None:
     event = load_event("fill_btcusdt_long")
-    text = json.dumps(event).replace('"0.1"', "0.1000000000000000055511151231257827").replace(
-        '"2.4"', "2.4e0"
+    text = (
+        json.dumps(event)
+        .replace('"0.1"', "0.1000000000000000055511151231257827")
+        .replace('"2.4"', "2.4e0")
     )
     fill = validate_text(text)
     assert fill.quantity == Decimal("0.1000000000000000055511151231257827")
@@ -287,7 +297,9 @@ def test_fill_json_number_literals_are_read_exactly() -> None:
 
 @pytest.mark.parametrize("literal", ["10.0", "1e1", "1E1", "10e0"])
 def test_leverage_is_a_json_integer_only(literal: str) -> None:
-    text = json.dumps(load_event("fill_btcusdt_long")).replace('"leverage": 10', f'"leverage": {literal}')
+    text = json.dumps(load_event("fill_btcusdt_long")).replace(
+        '"leverage": 10', f'"leverage": {literal}'
+    )
     assert literal in text
     with pytest.raises(ValidationError):
         validate_text(text)
@@ -301,8 +313,12 @@ def test_decimal_number_literal_with_41_significant_digits_is_rejected() -> None
         validate_text(text)
 
 
-@pytest.mark.parametrize("name", ["fill_btcusdt_long", "transfer_deposit_usdt", "mark_btcusdt", "marks_batch"])
-@pytest.mark.parametrize("unknown", ["extra", "Quantity", "trade_id", "comment", "_etag", "AzureWebJobsParentId"])
+@pytest.mark.parametrize(
+    "name", ["fill_btcusdt_long", "transfer_deposit_usdt", "mark_btcusdt", "marks_batch"]
+)
+@pytest.mark.parametrize(
+    "unknown", ["extra", "Quantity", "trade_id", "comment", "_etag", "AzureWebJobsParentId"]
+)
 def test_unknown_fields_are_rejected(name: str, unknown: str) -> None:
     assert_invalid(edited(name, **{unknown: "x"}))
 
@@ -315,7 +331,10 @@ def test_dollar_keys_are_ignored(name: str) -> None:
     stamped = validate(
         edited(
             name,
-            **{"$AzureWebJobsParentId": "6f1f6c1e-8a0e-4c39-9d8b-1b9d2c1f0a11", "$other": {"x": [1]}},
+            **{
+                "$AzureWebJobsParentId": "6f1f6c1e-8a0e-4c39-9d8b-1b9d2c1f0a11",
+                "$other": {"x": [1]},
+            },
         )
     )
     assert stamped == plain
@@ -585,11 +604,15 @@ def test_alert_id_by_hand(source: str, kind: str, account: str | None, scope: st
 
 def test_alert_id_literal_value() -> None:
     text = '["T-1","LARGE_TRADE","acct-1","BTCUSDT:BOTH"]'
-    assert alert_id("T-1", "LARGE_TRADE", "acct-1", "BTCUSDT:BOTH") == hashlib.sha256(
-        text.encode()
-    ).hexdigest()
+    assert (
+        alert_id("T-1", "LARGE_TRADE", "acct-1", "BTCUSDT:BOTH")
+        == hashlib.sha256(text.encode()).hexdigest()
+    )
     text_null = '["T-1","TRADE_REJECTED",null,null]'
-    assert alert_id("T-1", "TRADE_REJECTED", None, None) == hashlib.sha256(
-        text_null.encode()
-    ).hexdigest()
-    assert alert_id("T-1", "TRADE_REJECTED", None, None) != alert_id("T-1", "TRADE_REJECTED", "", None)
+    assert (
+        alert_id("T-1", "TRADE_REJECTED", None, None)
+        == hashlib.sha256(text_null.encode()).hexdigest()
+    )
+    assert alert_id("T-1", "TRADE_REJECTED", None, None) != alert_id(
+        "T-1", "TRADE_REJECTED", "", None
+    )

@@ -210,7 +210,9 @@ def test_digest_format() -> None:
 
 
 def test_numbers_keep_their_literal_text() -> None:
-    raw = b'{"q":0.10,"p":1E+3,"i":125,"n":-0,"big":12345678901234567890123456789012345678,"e":1e-7}'
+    raw = (
+        b'{"q":0.10,"p":1E+3,"i":125,"n":-0,"big":12345678901234567890123456789012345678,"e":1e-7}'
+    )
     obj = decode_body(b64(raw)).obj
     assert obj["q"] == JsonNumber("0.10", False)
     assert obj["p"].text == "1E+3"

@@ -59,7 +59,8 @@ def main(
             has_times=msg.insertion_time is not None and msg.expiration_time is not None,
         )
         time.sleep(float(spec.get("sleep", 0)))
-        if spec.get("fail") == "always" or msg.dequeue_count < int(spec.get("fail_until", 0)):
+        tries = msg.dequeue_count or 0
+        if spec.get("fail") == "always" or tries < int(spec.get("fail_until", 0)):
             raise RuntimeError("told to fail")
         if "out" in spec:
             out.set(spec["out"])

@@ -1,4 +1,4 @@
-"""Refused by the worker: a queue trigger parameter annotated ``dict``."""
+"""Refused by the worker: a queue trigger parameter annotated ``int``."""
 
 import azure.functions as func
 
@@ -6,5 +6,5 @@ app = func.FunctionApp()
 
 
 @app.queue_trigger(arg_name="msg", queue_name="%IN_QUEUE%", connection="AzureWebJobsStorage")
-def main(msg: dict) -> None:
+def main(msg: int) -> None:
     pass

@@ -1,0 +1,150 @@
+"""Marks at scale: a 500-entry MARKS batch re-values 1,000 holder accounts, and the Cosmos
+calls per mark grow with the holders of the symbol, not with the number of accounts."""
+
+from __future__ import annotations
+
+import base64
+import time
+import json
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from handlers.adapters.cosmos_store import CosmosLedgerStore, connect
+from handlers.adapters.queues import QueueAlertSink
+from handlers.core.catalog import load_catalog
+from handlers.service import Deps, process_mark_message, process_trade_message
+from handlers.settings import load_settings
+from tests.integration.test_pipeline import fill, ran_ok
+from tests.support import AppUnderTest
+
+pytestmark = pytest.mark.services
+
+SYMBOLS = {"BTCUSDT": "60000", "ETHUSDT": "2500", "BTCUSD_PERP": "60000"}
+
+
+class CountingStore:
+    """Wraps the real Cosmos store and counts every call by method name."""
+
+    def __init__(self, inner: CosmosLedgerStore) -> None:
+        self.inner = inner
+        self.calls: Counter[str] = Counter()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if not callable(attr):
+            return attr
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] += 1
+            return attr(*args, **kwargs)
+
+        return counted
+
+    def total(self) -> int:
+        return sum(self.calls.values())
+
+
+def in_process(app: AppUnderTest) -> tuple[Deps, CountingStore]:
+    settings = load_settings(app.settings)
+    assert settings.cosmos_endpoint is not None
+    store = CountingStore(
+        CosmosLedgerStore(
+            connect(settings.cosmos_endpoint, settings.cosmos_key, settings.cosmos_database),
+            settings.cosmos_database,
+        )
+    )
+    sink = QueueAlertSink(settings.environ, settings.storage_connection, settings.alerts_queue)
+    deps = Deps(
+        settings=settings,
+        catalog=load_catalog(settings.instruments_file),
+        store=store,  # type: ignore[arg-type]
+        sink=sink,
+    )
+    return deps, store
+
+
+def body(message: dict[str, Any]) -> bytes:
+    return base64.b64encode(json.dumps(message).encode())
+
+
+def open_positions(deps: Deps, accounts: list[str], symbol: str) -> None:
+    for n, account in enumerate(accounts):
+        qty = "1" if symbol == "BTCUSD_PERP" else "0.01"
+        message = fill(account, f"{account}-{symbol}-{n}", symbol=symbol, quantity=qty,
+                       price=SYMBOLS[symbol], leverage=5)
+        outcome = process_trade_message(body(message), deps)
+        assert outcome.kind == "APPLIED", outcome
+
+
+def calls_for_one_mark(deps: Deps, store: CountingStore, symbol: str, second: int) -> int:
+    store.calls.clear()
+    message = {"type": "MARK", "schemaVersion": 1, "symbol": symbol,
+               "markPrice": SYMBOLS[symbol], "timestamp": f"2024-10-02T00:00:{second:02d}Z"}
+    (outcome,) = process_mark_message(body(message), deps)
+    assert outcome.kind == "APPLIED"
+    return store.total()
+
+
+def test_cosmos_calls_per_mark_grow_with_holders_not_accounts(app: AppUnderTest) -> None:
+    deps, store = in_process(app)
+    open_positions(deps, [f"b{i}" for i in range(10)], "BTCUSDT")
+    open_positions(deps, [f"e{i}" for i in range(40)], "ETHUSDT")
+    base = calls_for_one_mark(deps, store, "BTCUSDT", 1)
+
+    open_positions(deps, [f"e{i}" for i in range(40, 120)], "ETHUSDT")  # more accounts elsewhere
+    same = calls_for_one_mark(deps, store, "BTCUSDT", 2)
+
+    open_positions(deps, [f"b{i}" for i in range(10, 30)], "BTCUSDT")  # more holders
+    grown = calls_for_one_mark(deps, store, "BTCUSDT", 3)
+    print(f"cosmos calls per BTCUSDT mark: 10 holders/50 accounts={base}, "
+          f"10 holders/130 accounts={same}, 30 holders/150 accounts={grown}; last: {dict(store.calls)}")
+    assert same == base
+    assert grown - base == 2 * 20  # one read and one conditional write per added holder
+    assert store.calls["read_account"] == 30 and store.calls["write_account"] == 30
+    assert store.calls["list_holders"] == 1
+
+
+def test_marks_batch_of_500_revalues_1000_accounts(app: AppUnderTest) -> None:
+    deps, _store = in_process(app)
+    symbols = list(SYMBOLS)
+    holders = {s: [f"acc{i:04d}" for i in range(1000) if i % 3 == k] for k, s in enumerate(symbols)}
+    started = time.perf_counter()
+    for symbol, accounts in holders.items():
+        open_positions(deps, accounts, symbol)
+    seeded = time.perf_counter()
+
+    entries = []
+    for n in range(500):
+        symbol = symbols[n % 3]
+        price = int(SYMBOLS[symbol]) + n  # a different price each time, on the tick
+        entries.append({"symbol": symbol, "markPrice": str(price),
+                        "timestamp": f"2024-10-03T00:{n // 60:02d}:{n % 60:02d}.000Z"})
+    app.send([{"type": "MARKS", "schemaVersion": 1, "marks": entries}], queue="MARKS_QUEUE")
+    ran_ok(app)
+    processed = time.perf_counter()
+
+    newest = {e["symbol"]: e for e in entries}  # entries ascend in time
+    revalued = 0
+    for symbol, accounts in holders.items():
+        rows = app.query(
+            "ledger",
+            "SELECT c.accountId, p.markPrice, p.markTime FROM c JOIN p IN c.positions "
+            "WHERE c.type = 'account' AND p.symbol = @symbol",
+            symbol=symbol,
+        )
+        by_account = {r["accountId"]: r for r in rows}
+        assert set(by_account) == set(accounts)
+        for row in by_account.values():
+            assert row["markPrice"] == newest[symbol]["markPrice"]
+            assert row["markTime"] == newest[symbol]["timestamp"]
+            revalued += 1
+        stored = app.read("marks", "@mark", symbol)
+        assert stored is not None and stored["markPrice"] == newest[symbol]["markPrice"]
+    print(
+        f"MARKS batch: 500 entries, 3 symbols, re-valued {revalued} accounts; seeding 1000 "
+        f"fills {seeded - started:.1f} s, devhost run {processed - seeded:.1f} s"
+    )
+    assert revalued == 1000
