@@ -196,6 +196,18 @@ def _documents() -> dict[str, dict[str, Any]]:
                 "createdAt": _TS,
             },
         ),
+        "revaluation-record.schema.json": _doc(
+            "revaluation-record.schema.json",
+            "Re-valuation record (container ledger, id @marks:<bodyDigest>): the alerts a mark message raised on one account",
+            ["accountId", "bodyDigest", "marks", "alerts", "createdAt"],
+            {
+                "id": {"type": "string", "pattern": "^@marks:sha256:[0-9a-f]{64}$"},
+                "type": {"const": "revaluation"},
+                "bodyDigest": {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"},
+                "marks": {"type": "object", "additionalProperties": _TS},
+                **event_props,
+            },
+        ),
         "mark.schema.json": _doc(
             "mark.schema.json",
             "Latest mark of a symbol (container marks, partition /symbol, id @mark)",

@@ -47,6 +47,7 @@ from handlers.core.contracts import (
 from handlers.core.decimals import format_decimal, parse_decimal
 from handlers.core.decode import BodyError, DecodedBody, body_digest, decode_body
 from handlers.core.documents import (
+    STORED_DIGITS,
     UNATTRIBUTED,
     AccountDoc,
     Pending,
@@ -207,31 +208,19 @@ def _alerts(deps: Deps, specs: Sequence[AlertSpec], ident: _Identity, now: datet
 
 def _finish(deps: Deps, partition: str, pending: Pending) -> None:
     """Complete a pending entry (idempotent): index the symbols it opened, send its
-    alerts, then create its record (a mark re-valuation has none)."""
+    alerts, then create its record (``trade``, ``transfer``, ``rejection`` or a mark's
+    ``revaluation``)."""
     for symbol in pending.holders:
         deps.store.upsert_holder(symbol, partition)
     alerts = pending.alerts
     if alerts:
         deps.sink.send(alerts)
-    if not pending.is_marks:
-        deps.store.create_record(pending.record)
+    deps.store.create_record(pending.record)
     deps.completed.put((partition, pending.event_id))
 
 
-def _marks_stored(deps: Deps, marks: Mapping[str, Any]) -> bool:
-    """True when every symbol's stored mark is at or after the given timestamps."""
-    for symbol, stamp in marks.items():
-        doc = deps.store.read_mark(symbol)
-        if doc is None or parse_timestamp(doc["timestamp"]) < parse_timestamp(stamp):
-            return False
-    return True
-
-
 def _record_exists(deps: Deps, partition: str, pending: Pending) -> bool:
-    """Whether a pending entry is done: its record exists (events), or its marks are
-    stored (mark re-valuations)."""
-    if pending.is_marks:
-        return _marks_stored(deps, pending.record.get("marks", {}))
+    """Whether a pending entry is done: its record exists (records are written last)."""
     return deps.store.read_record(partition, str(pending.record["id"])) is not None
 
 
@@ -362,7 +351,7 @@ def _stored_mark(deps: Deps, account: AccountDoc, symbol: str) -> tuple[Decimal,
         return own
     try:
         stored = (
-            parse_decimal(str(doc["markPrice"]), max_digits=120),
+            parse_decimal(str(doc["markPrice"]), max_digits=STORED_DIGITS),
             parse_timestamp(doc["timestamp"]),
         )
     except (KeyError, ValueError) as exc:
@@ -597,25 +586,27 @@ def _revalue_account(
     account_id: str,
     marks: Sequence[_MarkIn],
     key: str,
-    digest: str,
+    raw: bytes,
     queue: str,
     retry: bool,
 ) -> tuple[list[Alert], bool] | None:
-    """Apply a message's marks to one account in ONE conditional write; the alerts sent
-    and whether the account still holds any of the symbols. None when the account was
-    skipped (unreadable: dead-lettered)."""
+    """Apply a message's marks to one account in ONE conditional write (which stores the
+    alerts it raises, pending), then send them and write the ``revaluation`` record
+    ``@<key>``. Returns the alerts and whether the account still holds a marked symbol;
+    None when the account was skipped (unreadable: dead-lettered). With no ``marks`` it
+    only finishes a pending entry this message left (a retry after a failure)."""
     for attempt in range(MAX_WRITE_ATTEMPTS):
         try:
             account = deps.store.read_account(account_id)
         except UnreadableDocument as exc:
-            _deadletter_account(deps, account_id, marks, digest, queue, exc)
+            if marks:
+                _deadletter_account(deps, account_id, marks, raw, queue, exc)
             return None
         if account is None:
             return [], False
         symbols = {m.symbol for m in marks}
         holds = any(p.is_open and p.symbol in symbols for p in account.ledger.positions)
-        pending = account.pending_for(key)
-        if pending is not None:
+        if account.pending_for(key) is not None:
             outcome = _complete_duplicate(deps, account, key, retry)
             return list(outcome.alerts), holds
         fresh = [
@@ -642,37 +633,46 @@ def _revalue_account(
             ledger = settle_risk_states(moved, after)
         final = value(ledger, deps.catalog, deps.settings.margin_call_ratio)
         new = replace(account, ledger=ledger, version=account.version + 1)
+        pending = None
         if alerts:
-            record = {
-                "type": "marks",
-                "alerts": alerts_json(alerts),
-                "marks": {m.symbol: format_timestamp(m.timestamp) for m in fresh},
-                "createdAt": format_timestamp(now),
-            }
-            new = new.with_pending(Pending(key, record))
+            pending = Pending(
+                key,
+                {
+                    "id": f"@{key}",
+                    "accountId": account_id,
+                    "type": "revaluation",
+                    "schemaVersion": 1,
+                    "bodyDigest": key.removeprefix("marks:"),
+                    "marks": {m.symbol: format_timestamp(m.timestamp) for m in fresh},
+                    "alerts": alerts_json(alerts),
+                    "createdAt": format_timestamp(now),
+                },
+            )
+            new = new.with_pending(pending)
         try:
             deps.store.write_account(account_to_document(new, final, now), account.etag)
         except StaleAccountState:
             deps.sleep(min(0.5, 0.01 * (2**attempt)) * random.uniform(0.5, 1.5))  # noqa: S311
             continue
-        if alerts:
-            deps.sink.send(alerts)
+        if pending is not None:
+            _finish(deps, account_id, pending)
         return alerts, True
     raise StaleAccountState(f"account {account_id}: too many conflicting writes for marks {key}")
 
 
 def _deadletter_account(
-    deps: Deps, account_id: str, marks: Sequence[_MarkIn], digest: str, queue: str, error: Exception
+    deps: Deps, account_id: str, marks: Sequence[_MarkIn], raw: bytes, queue: str, error: Exception
 ) -> None:
     """A mark skipped an account it cannot read: dead-letter ``<digest>:<accountId>``."""
     logger.warning("mark %s skipped account %s: %s", marks[0].mark_id, account_id, error)
     now = deps.clock()
+    digest = body_digest(raw)
     document = {
         "id": f"{digest}:{account_id}",
         "queue": queue,
         "type": "deadletter",
         "schemaVersion": 1,
-        "rawBody": "",
+        "rawBody": _raw_body(raw),
         "bodyDigest": digest,
         "accountId": account_id,
         "sourceId": marks[0].mark_id,
@@ -729,32 +729,30 @@ def _apply_marks(
         else:
             seen.add(m.mark_id)
             newer.append(m)
-    if not newer:
-        return outcomes
     key = f"marks:{digest}"
-    holders: dict[str, list[tuple[str, str]]] = {
-        symbol: deps.store.list_holders(symbol) for symbol in sorted({m.symbol for m in newer})
-    }
-    etags = {symbol: dict(rows) for symbol, rows in holders.items()}
-    accounts = sorted({acc for rows in holders.values() for acc, _ in rows})
+    # A retry also visits the holders of marks it now ignores: a failed first try may have
+    # left pending alerts there (a newer mark stored meanwhile makes them "older").
+    scan = {m.symbol for m in (marks if retry else newer)}
+    if not scan:
+        return outcomes
+    holders = {symbol: dict(deps.store.list_holders(symbol)) for symbol in sorted(scan)}
+    accounts = sorted({acc for rows in holders.values() for acc in rows})
     sent: dict[str, list[Alert]] = {}
     revalued = 0
     for account_id in accounts:
-        mine = [m for m in newer if account_id in etags[m.symbol]]
-        result = _revalue_account(deps, account_id, mine, key, digest, queue, retry)
+        mine = [m for m in newer if account_id in holders[m.symbol]]
+        result = _revalue_account(deps, account_id, mine, key, raw, queue, retry)
         if result is None:
             continue
         alerts, holds = result
-        revalued += 1
+        revalued += 1 if mine else 0
         for alert in alerts:
             sent.setdefault(alert.sourceId, []).append(alert)
-        if not holds:
+        if mine and not holds:
             for symbol in {m.symbol for m in mine}:
-                deps.store.delete_holder(symbol, account_id, etags[symbol][account_id])
+                deps.store.delete_holder(symbol, account_id, holders[symbol][account_id])
     latest = {m.symbol: m for m in newer}  # sorted ascending: the last one is the newest
     _store_marks(deps, latest)
-    for account_id in accounts:
-        deps.completed.put((account_id, key))
     for m in newer:
         outcomes.append(
             Outcome(
@@ -822,6 +820,11 @@ def process_mark_message(
 # --- poison ---------------------------------------------------------------------------
 
 
+def _raw_body(raw: bytes) -> str:
+    """At most 8 KiB of a body, as text (undecodable bytes replaced)."""
+    return raw[:DEADLETTER_BODY_BYTES].decode("utf-8", errors="replace")
+
+
 def note_failure(deps: Deps, raw: bytes, error: BaseException) -> None:
     """Remember the last error of a body (by digest) for its deadletter's ``lastError``."""
     deps.last_errors.put(body_digest(raw), f"{type(error).__name__}: {error}"[:1000])
@@ -832,6 +835,8 @@ def _already_done(
 ) -> Outcome | None:
     """Whether a poisoned body's event was in fact applied or rejected (then complete it)."""
     if decoded is None:
+        if deps.store.read_record(UNATTRIBUTED, f"rejection:{digest}") is not None:
+            return Outcome("DUPLICATE", digest, detail="rejection exists")
         return None
     obj = decoded.obj
     ident = _identity(obj, digest)
@@ -878,7 +883,7 @@ def process_poison(raw: bytes, deps: Deps, source_queue: str) -> Outcome:
         "queue": source_queue,
         "type": "deadletter",
         "schemaVersion": 1,
-        "rawBody": raw[:DEADLETTER_BODY_BYTES].decode("utf-8", errors="replace"),
+        "rawBody": _raw_body(raw),
         "bodyDigest": digest,
         "accountId": ident.account_id,
         "sourceId": ident.source_id,

@@ -92,7 +92,9 @@ class AppUnderTest:
         return self.settings[setting]
 
     def send(
-        self, messages: Iterable[Mapping[str, Any] | str | bytes], queue: str = "TRADES_QUEUE",
+        self,
+        messages: Iterable[Mapping[str, Any] | str | bytes],
+        queue: str = "TRADES_QUEUE",
         encode: bool = True,
     ) -> int:
         """Send each message (base64 of its JSON by default); ``queue`` is a setting name
@@ -101,7 +103,7 @@ class AppUnderTest:
         client = self.queues.get_queue_client(name)
         try:
             client.create_queue()
-        except Exception:  # noqa: BLE001 - exists already
+        except Exception:
             pass
         count = 0
         for message in messages:
@@ -121,7 +123,7 @@ class AppUnderTest:
                 for m in batch:
                     out.append(m.content)
                     client.delete_message(m)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if "QueueNotFound" in str(exc):
                 return out
             raise
@@ -130,7 +132,7 @@ class AppUnderTest:
         client = self.queues.get_queue_client(self.settings.get(name, name))
         try:
             return int(client.get_queue_properties().approximate_message_count or 0)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if "QueueNotFound" in str(exc):
                 return 0
             raise
@@ -149,7 +151,16 @@ class AppUnderTest:
     def run(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
         """``python -m devhost run --drain --settings <file> [args]`` in the repo."""
         return subprocess.run(
-            [sys.executable, "-m", "devhost", "run", "--drain", "--settings", str(self.settings_file), *args],
+            [
+                sys.executable,
+                "-m",
+                "devhost",
+                "run",
+                "--drain",
+                "--settings",
+                str(self.settings_file),
+                *args,
+            ],
             cwd=REPO,
             env=self.env(),
             capture_output=True,
@@ -161,7 +172,9 @@ class AppUnderTest:
     # -- cosmos ------------------------------------------------------------------------
 
     def container(self, name: str) -> Any:
-        return self._cosmos.get_database_client(self.settings["COSMOS_DATABASE"]).get_container_client(name)
+        return self._cosmos.get_database_client(
+            self.settings["COSMOS_DATABASE"]
+        ).get_container_client(name)
 
     def read(self, container: str, item: str, partition: str) -> dict[str, Any] | None:
         try:

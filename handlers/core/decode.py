@@ -72,23 +72,30 @@ def body_digest(raw: bytes) -> str:
     return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise BodyError("SCHEMA_INVALID", f"duplicate key {key[:40]!r}")
-        out[key] = value
-    return out
+class _Pairs:
+    """object_pairs_hook that remembers duplicate keys instead of failing at once: a
+    body that is not JSON at all must be MALFORMED even when it has a duplicate early on."""
+
+    def __init__(self) -> None:
+        self.duplicate: str | None = None
+
+    def __call__(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in out and self.duplicate is None:
+                self.duplicate = key
+            out[key] = value
+        return out
 
 
 def _reject_constant(name: str) -> Any:
     raise BodyError("MALFORMED", f"{name} is not JSON")
 
 
-def _depth_ok(text: str) -> bool:
-    depth = 0
-    in_string = False
-    escaped = False
+def _depth(text: str) -> int | None:
+    """Maximum nesting of brackets outside strings, or None when they do not balance."""
+    depth = deepest = 0
+    in_string = escaped = False
     for ch in text:
         if in_string:
             if escaped:
@@ -101,11 +108,12 @@ def _depth_ok(text: str) -> bool:
             in_string = True
         elif ch in "[{":
             depth += 1
-            if depth > MAX_DEPTH:
-                return False
+            deepest = max(deepest, depth)
         elif ch in "]}":
             depth -= 1
-    return True
+            if depth < 0:
+                return None
+    return deepest if depth == 0 and not in_string else None
 
 
 def _strip_prefix(raw: bytes) -> bytes:
@@ -137,20 +145,30 @@ def decode_body(raw: bytes) -> DecodedBody:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BodyError("MALFORMED", "the body is not UTF-8") from exc
-    if not _depth_ok(text):
-        raise BodyError("SCHEMA_INVALID", f"JSON nested deeper than {MAX_DEPTH} levels")
+    pairs = _Pairs()
     try:
         obj = json.loads(
             text,
             parse_float=lambda s: JsonNumber(s, False),
             parse_int=lambda s: JsonNumber(s, True),
             parse_constant=_reject_constant,
-            object_pairs_hook=_no_duplicates,
+            object_pairs_hook=pairs,
         )
     except BodyError:
         raise
-    except (ValueError, RecursionError) as exc:
+    except RecursionError as exc:
+        # Too deep for the parser: balanced brackets are (at best) deep JSON.
+        if _depth(text) is not None:
+            raise BodyError(
+                "SCHEMA_INVALID", f"JSON nested deeper than {MAX_DEPTH} levels"
+            ) from exc
+        raise BodyError("MALFORMED", "the body is not JSON") from exc
+    except ValueError as exc:
         raise BodyError("MALFORMED", f"the body is not JSON: {str(exc)[:80]}") from exc
+    if pairs.duplicate is not None:
+        raise BodyError("SCHEMA_INVALID", f"duplicate key {pairs.duplicate[:40]!r}")
+    if (_depth(text) or 0) > MAX_DEPTH:
+        raise BodyError("SCHEMA_INVALID", f"JSON nested deeper than {MAX_DEPTH} levels")
     if not isinstance(obj, dict):
         raise BodyError("SCHEMA_INVALID", "the JSON value is not an object")
     return DecodedBody(obj=obj, digest=digest)

@@ -35,9 +35,10 @@ ACCOUNT_ID = "@account"
 UNATTRIBUTED = "_unattributed"
 SCHEMA_VERSION = 1
 MAX_RECENT_IDS = 1000
-#: Significant digits accepted when reading back decimals the app wrote (18 places plus a
-#: large integer part); messages are held to the contract's 40.
-STORED_DIGITS = 120
+#: Significant digits accepted when reading back decimals the app wrote: values are written
+#: without exponent, so an accepted "1e999" (or a product of two) comes back with ~2,000
+#: digits; messages are held to the contract's 40.
+STORED_DIGITS = 4096
 _RISK = ("NORMAL", "MARGIN_CALL", "LIQUIDATION")
 
 
@@ -49,11 +50,6 @@ class Pending:
     event_id: str
     record: Mapping[str, Any]
     holders: tuple[str, ...] = ()
-
-    @property
-    def is_marks(self) -> bool:
-        """A mark re-valuation: no record to create; done once the marks are stored."""
-        return self.record.get("type") == "marks"
 
     @property
     def alerts(self) -> list[Alert]:

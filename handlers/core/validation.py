@@ -25,8 +25,8 @@ def is_multiple(value: Decimal, step: Decimal) -> bool:
 def check_fill(fill: Fill, instrument: Instrument) -> list[tuple[str, str]]:
     """Every stateless rule a FILL breaks, in a fixed order (empty when it passes).
 
-    Codes: LEVERAGE_ABOVE_MAX, PRICE_TICK, QTY_STEP, QTY_BOUNDS, MIN_NOTIONAL. A
-    reduce-only fill is not held to MIN_NOTIONAL (as on Binance).
+    Codes: LEVERAGE_ABOVE_MAX, PRICE_TICK, QTY_STEP, QTY_BOUNDS, MIN_NOTIONAL (every
+    fill, reduce-only ones included, as the contract lists no exemption).
     """
     out: list[tuple[str, str]] = []
     inst = instrument
@@ -59,14 +59,13 @@ def check_fill(fill: Fill, instrument: Instrument) -> list[tuple[str, str]]:
                 f"{format_decimal(inst.min_qty)}..{format_decimal(inst.max_qty)}",
             )
         )
-    if not fill.reduceOnly:
-        notional = inst.notional(fill.quantity, fill.price)
-        if notional < inst.min_notional:
-            out.append(
-                (
-                    "MIN_NOTIONAL",
-                    f"notional {format_decimal(notional)} {inst.settle_asset} < "
-                    f"{format_decimal(inst.min_notional)}",
-                )
+    notional = inst.notional(fill.quantity, fill.price)
+    if notional < inst.min_notional:
+        out.append(
+            (
+                "MIN_NOTIONAL",
+                f"notional {format_decimal(notional)} {inst.settle_asset} < "
+                f"{format_decimal(inst.min_notional)}",
             )
+        )
     return out

@@ -11,16 +11,40 @@ import function_app
 
 EXPECTED: dict[str, list[dict[str, Any]]] = {
     "on_trade": [
-        {"direction": "IN", "type": "queueTrigger", "name": "msg", "queueName": "%TRADES_QUEUE%", "connection": "AzureWebJobsStorage"}
+        {
+            "direction": "IN",
+            "type": "queueTrigger",
+            "name": "msg",
+            "queueName": "%TRADES_QUEUE%",
+            "connection": "AzureWebJobsStorage",
+        }
     ],
     "on_mark": [
-        {"direction": "IN", "type": "queueTrigger", "name": "msg", "queueName": "%MARKS_QUEUE%", "connection": "AzureWebJobsStorage"}
+        {
+            "direction": "IN",
+            "type": "queueTrigger",
+            "name": "msg",
+            "queueName": "%MARKS_QUEUE%",
+            "connection": "AzureWebJobsStorage",
+        }
     ],
     "on_trade_poison": [
-        {"direction": "IN", "type": "queueTrigger", "name": "msg", "queueName": "%TRADES_QUEUE%-poison", "connection": "AzureWebJobsStorage"}
+        {
+            "direction": "IN",
+            "type": "queueTrigger",
+            "name": "msg",
+            "queueName": "%TRADES_QUEUE%-poison",
+            "connection": "AzureWebJobsStorage",
+        }
     ],
     "on_mark_poison": [
-        {"direction": "IN", "type": "queueTrigger", "name": "msg", "queueName": "%MARKS_QUEUE%-poison", "connection": "AzureWebJobsStorage"}
+        {
+            "direction": "IN",
+            "type": "queueTrigger",
+            "name": "msg",
+            "queueName": "%MARKS_QUEUE%-poison",
+            "connection": "AzureWebJobsStorage",
+        }
     ],
 }
 

@@ -15,7 +15,10 @@ pytestmark = pytest.mark.services
 
 def mark(symbol: str, price: str, second: int) -> dict[str, Any]:
     return {
-        "type": "MARK", "schemaVersion": 1, "symbol": symbol, "markPrice": price,
+        "type": "MARK",
+        "schemaVersion": 1,
+        "symbol": symbol,
+        "markPrice": price,
         "timestamp": f"2024-10-01T00:{second // 60:02d}:{second % 60:02d}Z",
     }
 

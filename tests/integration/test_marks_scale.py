@@ -4,10 +4,9 @@ calls per mark grow with the holders of the symbol, not with the number of accou
 from __future__ import annotations
 
 import base64
-import time
 import json
+import time
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -73,16 +72,27 @@ def body(message: dict[str, Any]) -> bytes:
 def open_positions(deps: Deps, accounts: list[str], symbol: str) -> None:
     for n, account in enumerate(accounts):
         qty = "1" if symbol == "BTCUSD_PERP" else "0.01"
-        message = fill(account, f"{account}-{symbol}-{n}", symbol=symbol, quantity=qty,
-                       price=SYMBOLS[symbol], leverage=5)
+        message = fill(
+            account,
+            f"{account}-{symbol}-{n}",
+            symbol=symbol,
+            quantity=qty,
+            price=SYMBOLS[symbol],
+            leverage=5,
+        )
         outcome = process_trade_message(body(message), deps)
         assert outcome.kind == "APPLIED", outcome
 
 
 def calls_for_one_mark(deps: Deps, store: CountingStore, symbol: str, second: int) -> int:
     store.calls.clear()
-    message = {"type": "MARK", "schemaVersion": 1, "symbol": symbol,
-               "markPrice": SYMBOLS[symbol], "timestamp": f"2024-10-02T00:00:{second:02d}Z"}
+    message = {
+        "type": "MARK",
+        "schemaVersion": 1,
+        "symbol": symbol,
+        "markPrice": SYMBOLS[symbol],
+        "timestamp": f"2024-10-02T00:00:{second:02d}Z",
+    }
     (outcome,) = process_mark_message(body(message), deps)
     assert outcome.kind == "APPLIED"
     return store.total()
@@ -99,8 +109,10 @@ def test_cosmos_calls_per_mark_grow_with_holders_not_accounts(app: AppUnderTest)
 
     open_positions(deps, [f"b{i}" for i in range(10, 30)], "BTCUSDT")  # more holders
     grown = calls_for_one_mark(deps, store, "BTCUSDT", 3)
-    print(f"cosmos calls per BTCUSDT mark: 10 holders/50 accounts={base}, "
-          f"10 holders/130 accounts={same}, 30 holders/150 accounts={grown}; last: {dict(store.calls)}")
+    print(
+        f"cosmos calls per BTCUSDT mark: 10 holders/50 accounts={base}, "
+        f"10 holders/130 accounts={same}, 30 holders/150 accounts={grown}; last: {dict(store.calls)}"
+    )
     assert same == base
     assert grown - base == 2 * 20  # one read and one conditional write per added holder
     assert store.calls["read_account"] == 30 and store.calls["write_account"] == 30
@@ -120,8 +132,13 @@ def test_marks_batch_of_500_revalues_1000_accounts(app: AppUnderTest) -> None:
     for n in range(500):
         symbol = symbols[n % 3]
         price = int(SYMBOLS[symbol]) + n  # a different price each time, on the tick
-        entries.append({"symbol": symbol, "markPrice": str(price),
-                        "timestamp": f"2024-10-03T00:{n // 60:02d}:{n % 60:02d}.000Z"})
+        entries.append(
+            {
+                "symbol": symbol,
+                "markPrice": str(price),
+                "timestamp": f"2024-10-03T00:{n // 60:02d}:{n % 60:02d}.000Z",
+            }
+        )
     app.send([{"type": "MARKS", "schemaVersion": 1, "marks": entries}], queue="MARKS_QUEUE")
     ran_ok(app)
     processed = time.perf_counter()

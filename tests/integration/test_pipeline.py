@@ -17,15 +17,28 @@ pytestmark = pytest.mark.services
 
 def deposit(account: str, amount: str, transfer_id: str, asset: str = "USDT") -> dict[str, Any]:
     return {
-        "type": "TRANSFER", "schemaVersion": 1, "transferId": transfer_id, "accountId": account,
-        "asset": asset, "amount": amount, "reason": "DEPOSIT", "occurredAt": "2024-10-01T00:00:00Z",
+        "type": "TRANSFER",
+        "schemaVersion": 1,
+        "transferId": transfer_id,
+        "accountId": account,
+        "asset": asset,
+        "amount": amount,
+        "reason": "DEPOSIT",
+        "occurredAt": "2024-10-01T00:00:00Z",
     }
 
 
 def fill(account: str, trade_id: str, **extra: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
-        "type": "FILL", "schemaVersion": 1, "tradeId": trade_id, "accountId": account,
-        "symbol": "BTCUSDT", "side": "BUY", "quantity": "0.1", "price": "60000", "leverage": 10,
+        "type": "FILL",
+        "schemaVersion": 1,
+        "tradeId": trade_id,
+        "accountId": account,
+        "symbol": "BTCUSDT",
+        "side": "BUY",
+        "quantity": "0.1",
+        "price": "60000",
+        "leverage": 10,
         "executedAt": "2024-10-01T00:01:00Z",
     }
     base.update(extra)
@@ -195,7 +208,10 @@ def test_cosmos_unreachable_leaves_the_body_on_the_poison_queue(app: AppUnderTes
         app.services,
         app.workdir,
         overrides={
-            **{k: app.settings[k] for k in ("TRADES_QUEUE", "MARKS_QUEUE", "ALERTS_QUEUE", "COSMOS_DATABASE")},
+            **{
+                k: app.settings[k]
+                for k in ("TRADES_QUEUE", "MARKS_QUEUE", "ALERTS_QUEUE", "COSMOS_DATABASE")
+            },
             "COSMOS_ENDPOINT": f"https://127.0.0.1:{free_port()}/",
         },
     )

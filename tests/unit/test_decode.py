@@ -161,14 +161,6 @@ def test_moderate_nesting_and_brackets_inside_strings_are_fine() -> None:
     assert decode_body(brackets).obj["t"] == "]]]"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: decode_body raises SCHEMA_INVALID (duplicate key / depth) for bodies that are "
-        "not JSON at all; the contract makes a non-JSON body MALFORMED and only VALID JSON "
-        "with a duplicate key SCHEMA_INVALID"
-    ),
-)
 @pytest.mark.parametrize(
     "raw",
     [

@@ -608,14 +608,6 @@ def test_poison_of_a_rejected_event_is_a_duplicate(deps: Deps, store: FakeStore)
     assert store.deadletters == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: process_poison never looks for the rejection record of an undecodable body "
-        "(_already_done returns None when decoded is None), so a MALFORMED body that was "
-        "already rejected is dead-lettered with a POISON_MESSAGE"
-    ),
-)
 def test_poison_of_an_already_rejected_malformed_body_is_a_duplicate(
     deps: Deps, store: FakeStore, sink: FakeSink
 ) -> None:
@@ -938,15 +930,6 @@ def test_mark_crash_before_alerts_is_completed_by_the_retry(
     assert store.account(ACCT)["wallets"]["USDT"]["riskState"] == "LIQUIDATION"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: a concurrent first copy of a MARK that finds another invocation's young "
-        "pending re-valuation ('in flight elsewhere') still stores the marks document, so "
-        "the failed invocation's retry sees the mark as not newer (IGNORED), the pending "
-        "entry is later pruned as done (_marks_stored) and LIQUIDATION_RISK is never sent"
-    ),
-)
 def test_mark_alerts_survive_a_concurrent_copy(
     store: FakeStore, sink: FakeSink, clock: FakeClock
 ) -> None:
@@ -962,14 +945,6 @@ def test_mark_alerts_survive_a_concurrent_copy(
     assert [a.type for a in sink.sent] == ["LIQUIDATION_RISK"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: a newer mark stored within PENDING_GRACE of a failed re-valuation makes the "
-        "failed message's retry IGNORED (not newer than the stored mark) and the pending "
-        "entry count as done (_marks_stored), so its LIQUIDATION_RISK alert is dropped"
-    ),
-)
 def test_mark_alerts_survive_a_newer_mark(
     deps: Deps, store: FakeStore, sink: FakeSink, clock: FakeClock
 ) -> None:
@@ -1008,13 +983,6 @@ def test_unreadable_holder_is_skipped_and_deadlettered(
     assert store.marks["BTCUSDT"]["markPrice"] == "50000"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: _deadletter_account writes rawBody '' for an account a mark skipped; the "
-        "contract's deadletter keeps rawBody (at most 8 KiB of the body)"
-    ),
-)
 def test_account_deadletter_keeps_the_raw_body(deps: Deps, store: FakeStore) -> None:
     open_btc(deps)
     store.accounts[ACCT]["schemaVersion"] = 99
@@ -1036,14 +1004,6 @@ def test_evicted_ids_are_caught_by_their_records(deps: Deps, store: FakeStore) -
     assert store.account(ACCT)["wallets"]["USDT"]["walletBalance"] == str(total)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: the app writes balances with up to 18 decimal places however large they are "
-        "(format_decimal) but reads its own documents with parse_decimal's 40-significant-"
-        "digit limit, so valid transfers can make the account document unreadable for good"
-    ),
-)
 def test_large_balances_stay_readable(deps: Deps, store: FakeStore) -> None:
     funded(deps, "1000000000000000000000000")  # 25 digits: a valid amount
     adjustment = event(
@@ -1051,6 +1011,20 @@ def test_large_balances_stay_readable(deps: Deps, store: FakeStore) -> None:
     )
     assert trade(deps, adjustment).kind == "APPLIED"
     balance = store.account(ACCT)["wallets"]["USDT"]["walletBalance"]
-    assert balance == "999999999999999999999999.999999999999999999"  # 42 digits
+    assert balance == "999999999999999999999999.999999999999999999"  # 42 digits, as written
+    later = event("transfer_deposit_usdt", transferId="X-DEP-0002", amount="1")
+    assert trade(deps, later).kind == "APPLIED"
+
+
+def test_a_large_exponent_amount_keeps_the_account_readable(deps: Deps, store: FakeStore) -> None:
+    funded(deps, "1e200")
+    assert len(store.account(ACCT)["wallets"]["USDT"]["walletBalance"]) == 201
     later = event("transfer_deposit_usdt", transferId="X-DEP-0002", amount="1")
     assert trade(deps, later).kind == "APPLIED"  # actual: UnreadableDocument
+
+
+def test_a_large_exponent_mark_keeps_fills_working(deps: Deps, store: FakeStore) -> None:
+    [outcome] = marks(deps, mark_at("1e200"))
+    assert outcome.kind == "APPLIED"
+    funded(deps)
+    assert trade(deps, load_event("fill_btcusdt_long")).kind == "APPLIED"  # actual: raises
