@@ -38,3 +38,9 @@ def on_trade_poison(msg: func.QueueMessage) -> None:
 def on_mark_poison(msg: func.QueueMessage) -> None:
     """Bodies of the marks queue the host gave up on."""
     entrypoints.poison(msg, "marks")
+
+
+@app.timer_trigger(arg_name="timer", schedule="0 */1 * * * *", run_on_startup=False)
+def check_stale_marks(timer: func.TimerRequest) -> None:
+    """Every minute: STALE_MARK when a held symbol's mark is older than the setting."""
+    entrypoints.stale_marks()

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from handlers import bootstrap, service
 
-__all__ = ["mark", "poison", "trade"]
+__all__ = ["mark", "poison", "stale_marks", "trade"]
 
 logger = logging.getLogger("tradeguard")
 
@@ -110,3 +110,14 @@ def poison(msg: QueueMessageLike, source: str) -> None:
         return [service.process_poison(body, deps, queue)]
 
     _run(f"on_{source}_poison", msg, work)
+
+
+def stale_marks() -> None:
+    """The timer: STALE_MARK alerts for symbols whose mark stopped while positions are open.
+
+    Raises:
+        Exception: the store or the queue is unavailable (the next tick tries again).
+    """
+    deps = bootstrap.deps()
+    for outcome in service.check_stale_marks(deps):
+        logger.warning("stale mark %s: alert sent", outcome.source_id)

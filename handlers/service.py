@@ -16,6 +16,7 @@ any point is repaired by redelivery (step 2), and a consumer drops repeats by al
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -815,6 +816,51 @@ def process_mark_message(
     return outcomes + (
         _apply_marks(deps, valid, raw, digest, queue, dequeue_count > 1) if valid else []
     )
+
+
+# --- stale marks ----------------------------------------------------------------------
+
+
+def check_stale_marks(deps: Deps) -> list[Outcome]:
+    """Alert STALE_MARK once per stale mark: a catalog symbol whose stored mark (or no
+    mark at all) is older than ``STALE_MARK_AFTER_SECONDS`` while accounts hold it.
+
+    The alert's sourceId is the stale mark's id (``<symbol>@none`` with no mark), so the
+    timer sends one alert per stale mark, not one a minute.
+
+    Raises:
+        TransientStoreError: the store is unavailable (the timer fires again later).
+    """
+    now = deps.clock()
+    limit = timedelta(seconds=deps.settings.stale_mark_after_seconds)
+    outcomes: list[Outcome] = []
+    for symbol in sorted(deps.catalog.instruments):
+        doc = deps.store.read_mark(symbol)
+        stamp = parse_timestamp(doc["timestamp"]) if doc is not None else None
+        if stamp is not None and now - stamp <= limit:
+            continue
+        if not deps.store.list_holders(symbol):
+            continue
+        source = str(doc["markId"]) if doc is not None else f"{symbol}@none"
+        if doc is not None and doc.get("staleAlerted") == source:
+            continue
+        age = "no mark yet" if stamp is None else f"last mark {format_timestamp(stamp)}"
+        spec = AlertSpec(
+            "STALE_MARK",
+            scope=symbol,
+            symbol=symbol,
+            reasons=(("STALE_MARK", f"{symbol}: {age}, older than {limit.total_seconds():g} s"),),
+            metrics={"markPrice": parse_decimal(doc["markPrice"]) if doc is not None else None},
+        )
+        alerts = _alerts(deps, [spec], _Identity(source, None, None, symbol), now)
+        deps.sink.send(alerts)
+        if doc is not None:
+            marked = {k: v for k, v in doc.items() if not k.startswith("_")}
+            marked["staleAlerted"] = source
+            with contextlib.suppress(StaleAccountState):  # a newer mark arrived meanwhile
+                deps.store.write_mark(marked, doc.get("_etag"))
+        outcomes.append(Outcome("APPLIED", source, alerts=tuple(alerts), detail="stale mark"))
+    return outcomes
 
 
 # --- poison ---------------------------------------------------------------------------

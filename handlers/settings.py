@@ -28,6 +28,7 @@ __all__ = [
     "RISK_LARGE_TRADE_NOTIONAL",
     "RISK_MARGIN_CALL_RATIO",
     "RISK_POSITION_LIMIT_NOTIONAL",
+    "STALE_MARK_AFTER_SECONDS",
     "STORAGE_CONNECTION",
     "TRADES_QUEUE",
     "Settings",
@@ -46,6 +47,7 @@ INSTRUMENTS_FILE = "INSTRUMENTS_FILE"
 RISK_MARGIN_CALL_RATIO = "RISK_MARGIN_CALL_RATIO"
 RISK_LARGE_TRADE_NOTIONAL = "RISK_LARGE_TRADE_NOTIONAL"
 RISK_POSITION_LIMIT_NOTIONAL = "RISK_POSITION_LIMIT_NOTIONAL"
+STALE_MARK_AFTER_SECONDS = "STALE_MARK_AFTER_SECONDS"
 
 #: Documented defaults (docs/settings.md): a trade worth 1,000,000 USDT or 20 BTC is large;
 #: a position worth more than 10,000,000 USDT or 200 BTC is over the limit.
@@ -97,6 +99,7 @@ class Settings:
     margin_call_ratio: Decimal = Decimal("0.80")
     large_trade_notional: Mapping[str, Decimal] = field(default_factory=dict)
     position_limit_notional: Mapping[str, Decimal] = field(default_factory=dict)
+    stale_mark_after_seconds: int = 300
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
@@ -121,7 +124,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigurationError(
             f"{RISK_MARGIN_CALL_RATIO} must be between 0 and 1, got {ratio_text}"
         )
+    stale_text = get(STALE_MARK_AFTER_SECONDS, "300")
+    if not stale_text.isdigit() or int(stale_text) < 1:
+        raise ConfigurationError(
+            f"{STALE_MARK_AFTER_SECONDS} must be a positive integer, got {stale_text}"
+        )
     return Settings(
+        stale_mark_after_seconds=int(stale_text),
         trades_queue=get(TRADES_QUEUE, "trades"),
         marks_queue=get(MARKS_QUEUE, "marks"),
         alerts_queue=get(ALERTS_QUEUE, "alerts"),

@@ -40,6 +40,7 @@ SEVERITY: Mapping[str, str] = {
     "MARGIN_CALL": "WARNING",
     "LIQUIDATION_RISK": "CRITICAL",
     "RISK_RECOVERED": "INFO",
+    "STALE_MARK": "WARNING",
 }
 
 

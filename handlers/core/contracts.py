@@ -327,6 +327,7 @@ AlertType = Literal[
     "MARGIN_CALL",
     "LIQUIDATION_RISK",
     "RISK_RECOVERED",
+    "STALE_MARK",
 ]
 
 

@@ -92,3 +92,32 @@ def test_fill_without_a_mark_uses_the_fill_price_and_says_so(app: AppUnderTest) 
     assert position["markPrice"] is None
     assert position["markSource"] == "FILL_PRICE"
     assert position["notional"] == "2700"
+
+
+def test_stale_mark_alerts_once_per_stale_mark(app: AppUnderTest) -> None:
+    from dataclasses import replace as dc_replace
+    from datetime import UTC, datetime
+
+    from handlers.service import check_stale_marks, process_mark_message, process_trade_message
+    from tests.integration.test_marks_scale import body, in_process
+
+    deps, _store = in_process(app)
+    assert process_trade_message(body(fill("stale", "t-s")), deps).kind == "APPLIED"
+    # BTCUSDT is held but has no mark at all: stale from the start.
+    (first,) = check_stale_marks(deps)
+    assert first.source_id == "BTCUSDT@none"
+
+    process_mark_message(body(mark("BTCUSDT", "60000", 0)), deps)
+    fresh = dc_replace(deps, clock=lambda: datetime(2024, 10, 1, 0, 4, 0, tzinfo=UTC))
+    assert check_stale_marks(fresh) == []  # 4 minutes old: within the default 300 s
+    late = dc_replace(deps, clock=lambda: datetime(2024, 10, 1, 0, 5, 1, tzinfo=UTC))
+    (stale,) = check_stale_marks(late)
+    assert stale.source_id == "BTCUSDT@2024-10-01T00:00:00.000Z"
+    assert check_stale_marks(late) == []  # once per stale mark, not once per tick
+
+    alerts = [a for a in app.alerts() if a["type"] == "STALE_MARK"]
+    assert [a["sourceId"] for a in alerts] == ["BTCUSDT@none", "BTCUSDT@2024-10-01T00:00:00.000Z"]
+    assert {a["scope"] for a in alerts} == {"BTCUSDT"}
+    assert {a["severity"] for a in alerts} == {"WARNING"}
+    # ETHUSDT has no holder: never stale, whatever its mark.
+    assert all(a["symbol"] == "BTCUSDT" for a in alerts)
