@@ -1,4 +1,5 @@
-"""The ``python -m devhost`` command line: run, services, send, alerts, accounts."""
+"""The ``python -m devhost`` command line: run, services, send, alerts, accounts,
+replay-poison."""
 
 from __future__ import annotations
 
@@ -92,6 +93,19 @@ def _parser() -> argparse.ArgumentParser:
     accounts.add_argument("--account", help="only this accountId")
     accounts.add_argument("--json", action="store_true", help="whole documents as JSON")
 
+    replay = commands.add_parser(
+        "replay-poison",
+        help="send poisoned (<queue>-poison) and dead-lettered bodies back to their queue",
+    )
+    _settings_arguments(replay)
+    replay.add_argument(
+        "--queue",
+        action="append",
+        dest="queues",
+        metavar="trades|marks|NAME",
+        help="which source queue (repeatable; default: trades and marks)",
+    )
+
     alerts = commands.add_parser("alerts", help="print (and delete) the messages on ALERTS_QUEUE")
     alerts.add_argument("--peek", action="store_true", help="do not delete (first 32 only)")
     _settings_arguments(alerts)
@@ -133,6 +147,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return host.run(args.app_dir, args.settings, drain=args.drain, timeout=args.timeout)
     if args.command == "services":
         return _services(args)
+    if args.command == "replay-poison":
+        from devhost import replay
+
+        return replay.replay_command(
+            queues=args.queues, app_dir=args.app_dir, settings_file=args.settings
+        )
     if args.command == "accounts":
         from devhost import inspect_state
 

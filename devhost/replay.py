@@ -1,0 +1,139 @@
+"""``python -m devhost replay-poison``: send dead-lettered and poisoned bodies back.
+
+Two sources, both replayed to the queue they came from:
+
+1. messages still sitting on ``<queue>-poison`` (the host leaves a body there when the
+   poison function itself kept failing, e.g. during a Cosmos outage) are moved back to
+   ``<queue>`` — body only, exactly as they sat;
+2. ``deadletter`` documents in Cosmos (partition = the source queue) whose ``rawBody`` is
+   the whole body (its SHA-256 equals ``bodyDigest``) are sent again and stamped with
+   ``replayCount`` / ``lastReplayedAt``. A deadletter of an account a mark skipped
+   (``<digest>:<accountId>``) is reported, not replayed: the mark is older by now.
+
+Processing is idempotent (event ids, record ids, alert ids), so a replayed body applies
+exactly once: it is applied if it never was, and a duplicate if it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import warnings
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.storage.queue import QueueClient
+
+from devhost.settings_file import SettingsError, load_settings
+from handlers.adapters.storage import queue_service
+
+__all__ = ["replay_command", "replay_deadletters", "replay_poison_queue"]
+
+logger = logging.getLogger(__name__)
+
+
+def replay_poison_queue(service: Any, queue: str) -> int:
+    """Move every message of ``<queue>-poison`` back to ``queue``; the number moved."""
+    source: QueueClient = service.get_queue_client(f"{queue}-poison")
+    target: QueueClient = service.get_queue_client(queue)
+    with contextlib.suppress(ResourceExistsError):
+        target.create_queue()
+    moved = 0
+    try:
+        while True:
+            batch = list(source.receive_messages(max_messages=32, visibility_timeout=60))
+            if not batch:
+                return moved
+            for message in batch:
+                target.send_message(message.content)
+                source.delete_message(message)
+                moved += 1
+    except ResourceNotFoundError:
+        return moved
+
+
+def replay_deadletters(container: Any, service: Any, queue: str, now: datetime) -> tuple[int, int]:
+    """Send back every replayable deadletter of ``queue``; (replayed, not replayable)."""
+    target: QueueClient = service.get_queue_client(queue)
+    with contextlib.suppress(ResourceExistsError):
+        target.create_queue()
+    rows = list(
+        container.query_items(
+            "SELECT * FROM c WHERE c.queue = @queue AND c.type = 'deadletter'",
+            parameters=[{"name": "@queue", "value": queue}],
+            partition_key=queue,
+        )
+    )
+    replayed = skipped = 0
+    for row in rows:
+        raw = str(row.get("rawBody", ""))
+        whole = "sha256:" + hashlib.sha256(raw.encode("utf-8")).hexdigest() == row.get("bodyDigest")
+        if not whole or row["id"] != row.get("bodyDigest"):
+            logger.warning(
+                "deadletter %s of %s is not replayable (%s)",
+                row["id"],
+                queue,
+                "an account a mark skipped" if whole else "rawBody is an excerpt",
+            )
+            skipped += 1
+            continue
+        target.send_message(raw)
+        updated = {k: v for k, v in row.items() if not k.startswith("_")}
+        updated["replayCount"] = int(row.get("replayCount", 0)) + 1
+        updated["lastReplayedAt"] = (
+            now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+        )
+        container.upsert_item(updated)
+        replayed += 1
+    return replayed, skipped
+
+
+def replay_command(
+    *,
+    queues: list[str] | None = None,
+    app_dir: Path | None = None,
+    settings_file: Path | None = None,
+) -> int:
+    """Replay poisoned and dead-lettered bodies of the trades and marks queues (or the
+    named settings ``trades``/``marks``). Returns the exit code (0 done, 1 failure, 2
+    settings)."""
+    from handlers.adapters.cosmos_store import CosmosLedgerStore, connect
+    from handlers.settings import load_settings as app_settings
+
+    try:
+        values: Mapping[str, str] = load_settings(app_dir, settings_file)
+        settings = app_settings(values)
+    except (SettingsError, ValueError) as exc:
+        logger.error("%s", exc)
+        return 2
+    names = {"trades": settings.trades_queue, "marks": settings.marks_queue}
+    chosen = [names.get(q, q) for q in (queues or ["trades", "marks"])]
+    warnings.filterwarnings("ignore", message="Unverified HTTPS request")
+    try:
+        service = queue_service(settings.environ, settings.storage_connection)
+        store = None
+        if settings.cosmos_endpoint:
+            store = CosmosLedgerStore(
+                connect(settings.cosmos_endpoint, settings.cosmos_key, settings.cosmos_database),
+                settings.cosmos_database,
+            )
+        now = datetime.now(UTC)
+        for queue in chosen:
+            moved = replay_poison_queue(service, queue)
+            replayed = skipped = 0
+            if store is not None:
+                replayed, skipped = replay_deadletters(
+                    store.container("deadletters"), service, queue, now
+                )
+            print(
+                f"{queue}: {moved} message(s) moved back from {queue}-poison, "
+                f"{replayed} deadletter(s) replayed, {skipped} not replayable"
+            )
+    except Exception as exc:
+        logger.error("replay failed: %s", exc)
+        return 1
+    return 0
