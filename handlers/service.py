@@ -23,6 +23,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -80,6 +81,10 @@ PENDING_GRACE = timedelta(seconds=3)
 EXCERPT_CHARS = 512
 DEADLETTER_BODY_BYTES = 8192
 OutcomeKind = Literal["APPLIED", "REJECTED", "DUPLICATE", "IGNORED", "STORED", "DEADLETTERED"]
+
+
+#: True while processing a delivery that is a retry (dequeue count > 1, or the poison path).
+_RETRY: ContextVar[bool] = ContextVar("tradeguard_retry", default=False)
 
 
 def _utcnow() -> datetime:
@@ -285,19 +290,29 @@ def _reject_stateless(
     reasons: Sequence[tuple[str, str]],
     queue: str,
 ) -> Outcome:
-    """Record and alert a rejection that does not depend on account state."""
-    partition = ident.account_id or UNATTRIBUTED
-    record_id = f"rejection:{ident.source_id}"
-    if deps.store.read_record(partition, record_id) is not None:
-        return Outcome("DUPLICATE", ident.source_id, ident.account_id, detail="already rejected")
+    """Record and alert a rejection that does not depend on account state.
+
+    The record is created first and is the idempotency key: a copy whose create meets the
+    existing record sends nothing (concurrent copies never double-send). A retry after a
+    failure (the invocation may have died between the record and the send) re-sends the
+    record's alerts with the same ids.
+    """
     now = deps.clock()
     alerts = _alerts(
         deps, [AlertSpec("TRADE_REJECTED", symbol=ident.symbol, reasons=tuple(reasons))], ident, now
     )
     record = _rejection_record(raw, digest, ident, reasons, queue, alerts, now)
-    deps.sink.send(alerts)
-    deps.store.create_record(record)
-    return Outcome("REJECTED", ident.source_id, ident.account_id, tuple(alerts), reasons[0][0])
+    if deps.store.create_record(record):
+        deps.sink.send(alerts)
+        return Outcome("REJECTED", ident.source_id, ident.account_id, tuple(alerts), reasons[0][0])
+    if not _RETRY.get():
+        return Outcome("DUPLICATE", ident.source_id, ident.account_id, detail="already rejected")
+    existing = deps.store.read_record(str(record["accountId"]), str(record["id"]))
+    stored = Pending(str(record["id"]), existing or record).alerts
+    deps.sink.send(stored)
+    return Outcome(
+        "DUPLICATE", ident.source_id, ident.account_id, tuple(stored), "rejection alert re-sent"
+    )
 
 
 def _rejection_record(
@@ -486,6 +501,14 @@ def process_trade_message(
         UnreadableDocument, TransientStoreError, StaleAccountState: the message should be
             retried by the host (and finally poisoned).
     """
+    token = _RETRY.set(dequeue_count > 1)
+    try:
+        return _process_trade(raw, deps, queue, dequeue_count)
+    finally:
+        _RETRY.reset(token)
+
+
+def _process_trade(raw: bytes, deps: Deps, queue: str | None, dequeue_count: int) -> Outcome:
     queue = queue or deps.settings.trades_queue
     decoded, error = _decode(raw)
     digest = body_digest(raw)
@@ -777,6 +800,14 @@ def process_mark_message(
     Raises:
         TransientStoreError, StaleAccountState: retry by the host.
     """
+    token = _RETRY.set(dequeue_count > 1)
+    try:
+        return _process_marks(raw, deps, queue, dequeue_count)
+    finally:
+        _RETRY.reset(token)
+
+
+def _process_marks(raw: bytes, deps: Deps, queue: str | None, dequeue_count: int) -> list[Outcome]:
     queue = queue or deps.settings.marks_queue
     decoded, error = _decode(raw)
     digest = body_digest(raw)
@@ -914,11 +945,14 @@ def process_poison(raw: bytes, deps: Deps, source_queue: str) -> Outcome:
     """
     digest = body_digest(raw)
     decoded, _error = _decode(raw)
+    token = _RETRY.set(True)
     try:
         done = _already_done(deps, raw, decoded, digest)
     except UnreadableDocument as exc:
         logger.warning("poisoned body %s: cannot tell whether it was applied: %s", digest, exc)
         done = None
+    finally:
+        _RETRY.reset(token)
     if done is not None:
         return done
     ident = _identity(decoded.obj if decoded else None, digest)

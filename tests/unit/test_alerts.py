@@ -303,7 +303,8 @@ CONTRACT_SEVERITY = {
 
 
 def test_severity_table() -> None:
-    assert dict(SEVERITY) == CONTRACT_SEVERITY
+    # The contract's table, plus STALE_MARK (an addition: docs/marks.md).
+    assert dict(SEVERITY) == {**CONTRACT_SEVERITY, "STALE_MARK": "WARNING"}
 
 
 @pytest.mark.parametrize(("kind", "severity"), sorted(CONTRACT_SEVERITY.items()))
