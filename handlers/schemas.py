@@ -198,12 +198,12 @@ def _documents() -> dict[str, dict[str, Any]]:
         ),
         "revaluation-record.schema.json": _doc(
             "revaluation-record.schema.json",
-            "Re-valuation record (container ledger, id @marks:<bodyDigest>): the alerts a mark message raised on one account",
-            ["accountId", "bodyDigest", "marks", "alerts", "createdAt"],
+            "Re-valuation record (container ledger, id @<source>): the alerts marks raised on one account; source marks:<bodyDigest> (a mark message) or mark:<markId> (a fill catching up with a mark stored while it was in flight)",
+            ["accountId", "source", "marks", "alerts", "createdAt"],
             {
-                "id": {"type": "string", "pattern": "^@marks:sha256:[0-9a-f]{64}$"},
+                "id": {"type": "string", "pattern": "^@(marks:sha256:[0-9a-f]{64}|mark:.+)$"},
                 "type": {"const": "revaluation"},
-                "bodyDigest": {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"},
+                "source": {"type": "string"},
                 "marks": {"type": "object", "additionalProperties": _TS},
                 **event_props,
             },

@@ -356,25 +356,44 @@ def _event_record(event: Fill | Transfer, alerts: Sequence[Alert], now: datetime
     }
 
 
-def _stored_mark(deps: Deps, account: AccountDoc, symbol: str) -> tuple[Decimal, datetime] | None:
-    """The freshest mark known for ``symbol``: the marks container, or the position's own."""
-    own = None
-    for p in account.ledger.positions:
-        if p.symbol == symbol and p.mark_price is not None and p.mark_time is not None:
-            own = (p.mark_price, p.mark_time)
-    doc = deps.store.read_mark(symbol)
-    if doc is None:
-        return own
+def _mark_of(doc: Mapping[str, Any], symbol: str) -> tuple[Decimal, datetime]:
     try:
-        stored = (
+        return (
             parse_decimal(str(doc["markPrice"]), max_digits=STORED_DIGITS),
             parse_timestamp(doc["timestamp"]),
         )
     except (KeyError, ValueError) as exc:
         raise UnreadableDocument(f"mark document of {symbol}: {exc}") from exc
-    if own is not None and own[1] >= stored[1]:
-        return own
-    return stored
+
+
+def _stored_mark(deps: Deps, account: AccountDoc, symbol: str) -> tuple[Decimal, datetime] | None:
+    """The freshest mark known for ``symbol``. An open position on it carries its own (the
+    mark path keeps holders current), so only a symbol the account does not hold costs a
+    read of the ``marks`` container."""
+    for p in account.ledger.positions:
+        if (
+            p.symbol == symbol
+            and p.is_open
+            and p.mark_price is not None
+            and p.mark_time is not None
+        ):
+            return (p.mark_price, p.mark_time)
+    doc = deps.store.read_mark(symbol)
+    return None if doc is None else _mark_of(doc, symbol)
+
+
+def _catch_up(deps: Deps, account_id: str, symbols: Sequence[str], queue: str) -> None:
+    """After a fill opened ``symbols``: a mark stored while the fill was in flight may have
+    missed this account (it was not in the holder index yet); apply it now."""
+    for symbol in symbols:
+        doc = deps.store.read_mark(symbol)
+        if doc is None:
+            continue
+        price, stamp = _mark_of(doc, symbol)
+        mark = _MarkIn(
+            symbol, price, stamp, str(doc.get("markId") or f"{symbol}@{format_timestamp(stamp)}")
+        )
+        _revalue_account(deps, account_id, [mark], f"mark:{mark.mark_id}", b"", queue, True)
 
 
 def _apply(
@@ -478,6 +497,8 @@ def _process_event(
         pending = new.pending_for(event.event_id)
         assert pending is not None
         _finish(deps, account_id, pending)
+        if pending.holders:
+            _catch_up(deps, account_id, pending.holders, deps.settings.marks_queue)
         return outcome
     raise StaleAccountState(
         f"account {account_id}: {MAX_WRITE_ATTEMPTS} conflicting writes in a row for {event.event_id}"
@@ -666,7 +687,7 @@ def _revalue_account(
                     "accountId": account_id,
                     "type": "revaluation",
                     "schemaVersion": 1,
-                    "bodyDigest": key.removeprefix("marks:"),
+                    "source": key,
                     "marks": {m.symbol: format_timestamp(m.timestamp) for m in fresh},
                     "alerts": alerts_json(alerts),
                     "createdAt": format_timestamp(now),
