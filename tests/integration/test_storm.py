@@ -177,6 +177,7 @@ def test_duplicate_storm_in_random_order(app: AppUnderTest) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_duplicate_storm_in_random_order_long(app: AppUnderTest) -> None:
     run_storm(app, accounts=50, fills=36)  # 1,928 + marks + bad ≥ 2,000 messages, x3
 
@@ -215,7 +216,11 @@ def ordered_stream(accounts: int, steps: int, rng: random.Random) -> list[Any]:
 
 
 @pytest.mark.parametrize(
-    "steps", [pytest.param(150, id="fast"), pytest.param(2000, id="long", marks=pytest.mark.slow)]
+    "steps",
+    [
+        pytest.param(150, id="fast"),
+        pytest.param(2000, id="long", marks=[pytest.mark.slow, pytest.mark.timeout(1800)]),
+    ],
 )
 def test_ordered_stream_with_reductions_and_flips_duplicated(
     app: AppUnderTest, tmp_path: Path, steps: int

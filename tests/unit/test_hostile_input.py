@@ -136,8 +136,112 @@ _REJECTION_SCHEMA = _load_schema("rejection-record.schema.json")
 _REGISTRY: Registry[Any] = Registry().with_resources(
     [(s["$id"], Resource.from_contents(s)) for s in (_ALERT_SCHEMA, _REJECTION_SCHEMA)]
 )
-ALERT_VALIDATOR = Draft202012Validator(_ALERT_SCHEMA, registry=_REGISTRY)
-REJECTION_VALIDATOR = Draft202012Validator(_REJECTION_SCHEMA, registry=_REGISTRY)
+
+
+class SchemaCheck:
+    """jsonschema validation, memoized on an abstraction of the document that keeps all the
+    schema can see: keys, JSON types, which of the schema's patterns each string matches,
+    strings equal to an enum/const value, string lengths against maxLength, list lengths,
+    integers. Exact for the keywords these schemas use (checked), and fast enough to
+    validate every alert and record of the loop."""
+
+    KEYWORDS = frozenset(
+        {
+            "$defs",
+            "$id",
+            "$schema",
+            "$ref",
+            "additionalProperties",
+            "anyOf",
+            "const",
+            "default",
+            "description",
+            "enum",
+            "format",
+            "items",
+            "maxLength",
+            "minItems",
+            "minimum",
+            "not",
+            "pattern",
+            "properties",
+            "required",
+            "title",
+            "type",
+        }
+    )
+
+    def __init__(self, schema: dict[str, Any], *others: dict[str, Any]) -> None:
+        self.validator = Draft202012Validator(schema, registry=_REGISTRY)
+        patterns: set[str] = set()
+        literals: set[str] = set()
+        lengths: set[int] = set()
+        unknown: set[str] = set()
+
+        def walk(node: Any, in_properties: bool = False) -> None:
+            if isinstance(node, list):
+                for item in node:
+                    walk(item)
+            if not isinstance(node, dict):
+                return
+            for key, value in node.items():
+                if in_properties:  # property names, not keywords
+                    walk(value)
+                    continue
+                if key not in self.KEYWORDS:
+                    unknown.add(key)
+                if key == "pattern":
+                    patterns.add(value)
+                elif key in ("enum", "const"):
+                    literals.update(
+                        v for v in (value if key == "enum" else [value]) if isinstance(v, str)
+                    )
+                elif key == "maxLength":
+                    lengths.add(value)
+                elif key in ("properties", "$defs"):
+                    walk(value, in_properties=True)
+                elif key not in ("description", "title", "default"):
+                    walk(value)
+
+        for s in (schema, *others):
+            walk(s)
+        assert not unknown, f"SchemaCheck does not abstract {unknown}"
+        self.patterns = [re.compile(p) for p in sorted(patterns)]
+        self.literals = literals
+        self.lengths = sorted(lengths)
+        self.cache: dict[Any, str | None] = {}
+        self.strings: dict[str, tuple[Any, ...]] = {}
+
+    def _shape(self, value: Any) -> Any:
+        if isinstance(value, str):
+            shape = self.strings.get(value)
+            if shape is None:
+                if len(self.strings) > 100_000:
+                    self.strings.clear()
+                shape = self.strings[value] = (
+                    "s",
+                    tuple(p.search(value) is not None for p in self.patterns),
+                    value if value in self.literals else None,
+                    tuple(len(value) > n for n in self.lengths),
+                )
+            return shape
+        if isinstance(value, dict):
+            return ("o", tuple(sorted((k, self._shape(v)) for k, v in value.items())))
+        if isinstance(value, list):
+            return ("a", tuple(self._shape(v) for v in value))
+        return (type(value).__name__, value)
+
+    def error(self, document: Any) -> str | None:
+        """The first schema error of ``document`` (None when it validates)."""
+        key = self._shape(document)
+        if key not in self.cache:
+            first = next(iter(self.validator.iter_errors(document)), None)
+            self.cache[key] = None if first is None else first.message[:160]
+        return self.cache[key]
+
+
+ALERT_SCHEMA = SchemaCheck(_ALERT_SCHEMA)
+REJECTION_SCHEMA = SchemaCheck(_REJECTION_SCHEMA, _ALERT_SCHEMA)
 
 
 def digest(raw: bytes) -> str:
@@ -170,6 +274,18 @@ def alert_size(alert: Any) -> int:
     return len(alert.model_dump_json().encode("utf-8"))
 
 
+#: Known bugs (pinned by the strict xfail tests at the end): a problem so tagged is counted
+#: and printed by the loop instead of failing it; any other problem fails it.
+KNOWN_SYMBOL_ECHO = "KNOWN symbol-echoed-into-alert: "
+KNOWN_SURROGATE = "KNOWN lone-surrogate-breaks-alert-json: "
+KNOWN_DECIMAL_ECHO = "KNOWN decimal-echoed-into-reason: "
+_ECHOED_DIGITS = re.compile(r"[0-9]{100}")
+
+
+def unknown_problems(problems: Sequence[str]) -> list[str]:
+    return [p for p in problems if not p.startswith("KNOWN ")]
+
+
 def verify(raw: bytes, deps: Deps, outcomes: Sequence[Outcome], expect: Expect) -> list[str]:
     """Every rule of the module docstring for one processed message; the problems found."""
     problems: list[str] = []
@@ -193,9 +309,9 @@ def verify(raw: bytes, deps: Deps, outcomes: Sequence[Outcome], expect: Expect) 
         if record is None:
             problems.append(f"no record rejection:{o.source_id[:60]} in {partition}")
             continue
-        for error in REJECTION_VALIDATOR.iter_errors(record):
-            problems.append(f"rejection record: {error.message[:160]}")
-            break
+        error = REJECTION_SCHEMA.error(record)
+        if error is not None:
+            problems.append(f"rejection record: {error}")
         reasons = record["reasons"]
         if not 1 <= len(reasons) <= MAX_REASONS:
             problems.append(f"{len(reasons)} reasons")
@@ -203,7 +319,8 @@ def verify(raw: bytes, deps: Deps, outcomes: Sequence[Outcome], expect: Expect) 
             if reason["code"] not in REASON_CODES:
                 problems.append(f"reason code {reason['code']!r}")
             if len(reason["message"]) > MAX_REASON_MESSAGE:
-                problems.append(f"reason message of {len(reason['message'])} chars")
+                known = KNOWN_DECIMAL_ECHO if _ECHOED_DIGITS.search(reason["message"]) else ""
+                problems.append(f"{known}reason message of {len(reason['message'])} chars")
         if reasons and reasons[0]["code"] != o.detail:
             problems.append("record's first reason differs from the outcome")
         if len(record.get("bodyExcerpt", "")) > MAX_EXCERPT:
@@ -219,15 +336,16 @@ def verify(raw: bytes, deps: Deps, outcomes: Sequence[Outcome], expect: Expect) 
     if len(sink.of_type("TRADE_REJECTED")) != len(rejected):
         problems.append("TRADE_REJECTED alerts sent differ from the rejections")
     for alert in sink.sent:
-        for error in ALERT_VALIDATOR.iter_errors(alert.model_dump(mode="json")):
-            problems.append(f"alert {alert.type}: {error.message[:160]}")
-            break
+        error = ALERT_SCHEMA.error(alert.model_dump(mode="json"))
+        if error is not None:
+            problems.append(f"alert {alert.type}: {error}")
         encode_alert(alert)  # the queue text the real sink writes
         if (
             alert.type in ("TRADE_REJECTED", "POISON_MESSAGE")
             and alert_size(alert) > MAX_ALERT_JSON
         ):
-            problems.append(f"{alert.type} alert of {alert_size(alert)} bytes")
+            known = KNOWN_SYMBOL_ECHO if len(alert.symbol or "") > MAX_ALERT_JSON // 2 else ""
+            problems.append(f"{known}{alert.type} alert of {alert_size(alert)} bytes")
     stateless = all(o.kind == "REJECTED" and o.detail not in STATEFUL_CODES for o in outcomes)
     if stateless and (store.accounts or store.marks or store.account_writes):
         problems.append("a stateless rejection changed an account or a mark")
@@ -248,6 +366,7 @@ class Tally:
     largest_alert: tuple[int, str] = (0, "")
     largest_rejection_alert: int = 0
     problems: list[str] = field(default_factory=list)
+    known: Counter[str] = field(default_factory=Counter)
 
     def run(self, raw: bytes, queue: str, expect: Expect, category: str) -> list[Outcome]:
         deps = fresh_deps()
@@ -255,9 +374,10 @@ class Tally:
         try:
             outcomes = process(raw, queue, deps)
         except Exception as exc:
-            self.problems.append(
-                f"{category}/{queue}: {type(exc).__name__}: {str(exc)[:120]} body={raw[:60]!r}"
-            )
+            problem = f"{type(exc).__name__}: {str(exc)[:120]}"
+            if "surrogates not allowed" in str(exc):
+                problem = KNOWN_SURROGATE + problem
+            self.record_problem(category, queue, problem, raw)
             return []
         micros = (time.perf_counter_ns() - started) / 1000
         self.messages += 1
@@ -276,8 +396,14 @@ class Tally:
             if alert.type == "TRADE_REJECTED":
                 self.largest_rejection_alert = max(self.largest_rejection_alert, size)
         for problem in verify(raw, deps, outcomes, expect):
-            self.problems.append(f"{category}/{queue}: {problem} body={raw[:60]!r}")
+            self.record_problem(category, queue, problem, raw)
         return outcomes
+
+    def record_problem(self, category: str, queue: str, problem: str, raw: bytes) -> None:
+        if problem.startswith("KNOWN "):
+            self.known[problem.split(":")[0].removeprefix("KNOWN ")] += 1
+        else:
+            self.problems.append(f"{category}/{queue}: {problem} body={raw[:60]!r}")
 
     def body(self, raw: bytes, home: str, expect: Expect, category: str) -> None:
         """One body through its home queue (with ``expect``) and the other queue."""
@@ -299,7 +425,8 @@ class Tally:
             f"  per message µs: median={statistics.median(ordered):.0f} p99={p99:.0f} "
             f"max={self.slowest[0]:.0f} [{self.slowest[1]}]; largest alert "
             f"{self.largest_alert[0]} B [{self.largest_alert[1]}], largest TRADE_REJECTED "
-            f"{self.largest_rejection_alert} B; problems={len(self.problems)}"
+            f"{self.largest_rejection_alert} B; problems={len(self.problems)}; "
+            f"messages hitting known bugs={dict(self.known)}"
         )
 
     def assert_clean(self) -> None:
@@ -534,6 +661,14 @@ _BAD_UTF8 = (
 )
 
 
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def gen_invalid_utf8(rng: random.Random, n: int) -> Iterator[Case]:
     names = list(TEMPLATES)
     hole = utf8(jtext(_HOLE))
@@ -542,7 +677,7 @@ def gen_invalid_utf8(rng: random.Random, n: int) -> Iterator[Case]:
         template, home = TEMPLATES[name]
         path, _kinds = rng.choice(field_paths(name))
         bad = rng.choice(_BAD_UTF8)
-        if rng.random() < 0.3:
+        while rng.random() < 0.3 or _is_utf8(bad):  # random high bytes, never valid UTF-8
             bad = bytes(rng.randrange(0x80, 0x100) for _ in range(rng.randrange(1, 6)))
         where = rng.randrange(3)
         if where == 0:  # inside a string value
@@ -624,7 +759,7 @@ def _corrupt(rng: random.Random, text: str) -> str:
         return text + rng.choice(("x", "}", "]", ",", '"', "{}", "null"))
     if op == 4:
         return "{//c\n" + text[1:]
-    colons = [m.start() for m in re.finditer(":", text)]
+    colons = [m.start() + 1 for m in re.finditer('":', text)]  # key/value separators
     if op == 5:
         at = rng.choice(colons)
         return text[:at] + rng.choice(("", "=", "::", " ")) + text[at + 1 :]
@@ -1091,7 +1226,7 @@ def gen_control_ids(rng: random.Random) -> Iterator[Case]:
                 "a\u0301",
             ):
                 yield Case("control-in-id", utf8(with_value(template, (fld,), value)), home, INV)
-    for ch in _CONTROL + _INVISIBLE[:-3]:  # no lone surrogates in symbols: see the xfails
+    for ch in _CONTROL + _INVISIBLE:  # lone surrogates in symbols hit a known bug
         value = "BTC" + ch + "USDT"
         yield Case("control-in-id", utf8(with_value(FILL, ("symbol",), value)), "trades", UNK)
         yield Case("control-in-id", utf8(with_value(MARK, ("symbol",), value)), "marks", UNK)
@@ -1480,7 +1615,7 @@ def test_every_field_with_every_wrong_json_type_is_schema_invalid(
             others = [o for o in outcomes if o.kind != "REJECTED"]
             assert all(o.kind == "APPLIED" for o in others)
             assert len(others) == (len(MARKS["marks"]) - 1 if len(path) == 3 else 0)
-            assert not verify(raw, deps, outcomes, None)
+            assert not unknown_problems(verify(raw, deps, outcomes, None))
             record = deps.store.records[
                 (rejected[0].account_id or UNATTRIBUTED, f"rejection:{rejected[0].source_id}")
             ]
@@ -1539,7 +1674,8 @@ def test_64_kib_bodies_have_bounded_memory() -> None:
                 micros.append(((time.perf_counter_ns() - started) / 1000, f"{name}/{queue}"))
                 peaks.append((tracemalloc.get_traced_memory()[1] - base, f"{name}/{queue}"))
                 want = expect if queue == home else other_queue_expect(expect)
-                problems += [f"{name}/{queue}: {p}" for p in verify(raw, deps, outcomes, want)]
+                found = unknown_problems(verify(raw, deps, outcomes, want))
+                problems += [f"{name}/{queue}: {p}" for p in found]
     finally:
         tracemalloc.stop()
     top = max(peaks)
@@ -1700,7 +1836,7 @@ def test_hypothesis_ids(value: str, fld: str) -> None:
     )
     deps = fresh_deps()
     (outcome,) = process(raw, "trades", deps)
-    assert not verify(raw, deps, [outcome], None if well_formed else INV)
+    assert not unknown_problems(verify(raw, deps, [outcome], None if well_formed else INV))
     if not well_formed and fld in ("tradeId", "accountId"):
         assert outcome.source_id == digest(raw)
     if well_formed:
