@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -34,6 +35,7 @@ from pydantic import ValidationError
 from handlers.core.alerts import AlertSpec, Thresholds, build_alert, fill_alerts, risk_alerts
 from handlers.core.catalog import Catalog
 from handlers.core.contracts import (
+    SYMBOL_PATTERN,
     Alert,
     Fill,
     Mark,
@@ -76,13 +78,17 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MAX_WRITE_ATTEMPTS = 12
-#: A pending event younger than this may still be finishing in another invocation.
-PENDING_GRACE = timedelta(seconds=3)
+#: A pending entry younger than this may still be finishing in the invocation that wrote
+#: it (which may be slow under load): others leave it alone. The queue lease (10 min)
+#: bounds how long that invocation can hold its message; a failed one is retried, and a
+#: retry finishes the entry at once, whatever its age.
+PENDING_GRACE = timedelta(minutes=10)
 EXCERPT_CHARS = 512
 DEADLETTER_BODY_BYTES = 8192
 OutcomeKind = Literal["APPLIED", "REJECTED", "DUPLICATE", "IGNORED", "STORED", "DEADLETTERED"]
 
 
+_SYMBOL_RE = re.compile(SYMBOL_PATTERN)
 #: True while processing a delivery that is a retry (dequeue count > 1, or the poison path).
 _RETRY: ContextVar[bool] = ContextVar("tradeguard_retry", default=False)
 
@@ -159,13 +165,28 @@ class _Identity:
     symbol: str | None
 
 
+def _symbol(value: object) -> str | None:
+    """A body's symbol as alerts carry it: only a well-formed one (never an unbounded or
+    unencodable echo of a bad body)."""
+    return value if isinstance(value, str) and _SYMBOL_RE.fullmatch(value) else None
+
+
+def _clean(reasons: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Reasons as written: at most 10, each message ≤ 300 characters of encodable text."""
+    out = []
+    for code, message in list(reasons)[:10]:
+        text = message.encode("utf-8", "backslashreplace").decode("utf-8")
+        out.append((code, text if len(text) <= 300 else text[:299] + "…"))
+    return out
+
+
 def _identity(obj: Mapping[str, Any] | None, digest: str) -> _Identity:
     """sourceId/accountId of a body for rejections and deadletters (contract: Alert)."""
     if obj is None:
         return _Identity(digest, None, None, None)
     account = obj.get("accountId") if is_well_formed_id(obj.get("accountId")) else None
     correlation = obj.get("correlationId") if is_well_formed_id(obj.get("correlationId")) else None
-    symbol = obj.get("symbol") if isinstance(obj.get("symbol"), str) else None
+    symbol = _symbol(obj.get("symbol"))
     kind = obj.get("type")
     if kind == "MARK":
         mid = mark_id(obj.get("symbol"), obj.get("timestamp"))
@@ -297,6 +318,7 @@ def _reject_stateless(
     failure (the invocation may have died between the record and the send) re-sends the
     record's alerts with the same ids.
     """
+    reasons = _clean(reasons)
     now = deps.clock()
     alerts = _alerts(
         deps, [AlertSpec("TRADE_REJECTED", symbol=ident.symbol, reasons=tuple(reasons))], ident, now
@@ -607,7 +629,7 @@ def _validate_mark_entry(
     """A mark to apply, or the outcome of its rejection."""
     symbol = obj.get("symbol") if isinstance(obj, dict) else None
     mid = mark_id(symbol, obj.get("timestamp")) if isinstance(obj, dict) else None
-    ident = _Identity(mid or fallback, None, None, symbol if isinstance(symbol, str) else None)
+    ident = _Identity(mid or fallback, None, None, _symbol(symbol))
     if not isinstance(obj, dict):
         reasons = [("SCHEMA_INVALID", "a MARKS entry must be an object")]
         return _reject_stateless(deps, raw, digest, ident, reasons, queue)
@@ -1010,7 +1032,7 @@ def _deadletter(
                 AlertSpec(
                     "POISON_MESSAGE",
                     symbol=ident.symbol,
-                    reasons=(("POISON_MESSAGE", reason[:500]),),
+                    reasons=tuple(_clean([("POISON_MESSAGE", reason)])),
                 )
             ],
             ident,

@@ -93,7 +93,7 @@ class Settings:
     alerts_queue: str = "alerts"
     storage_connection: str = STORAGE_CONNECTION
     cosmos_endpoint: str | None = None
-    cosmos_key: str | None = None
+    cosmos_key: str | None = field(default=None, repr=False)
     cosmos_database: str = "tradeguard"
     instruments_file: Path = SHIPPED_CATALOG
     margin_call_ratio: Decimal = Decimal("0.80")

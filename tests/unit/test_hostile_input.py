@@ -22,11 +22,10 @@ memory per message are printed as figures (run with ``-s``), never asserted; the
 structural bound asserted is a tracemalloc peak below 50 MB for 64 KiB bodies. The limits
 themselves are documented in ``docs/input-limits.md``.
 
-Known bugs (strict xfail at the end of this file): a body's ``symbol`` is echoed whole into
-the TRADE_REJECTED / POISON_MESSAGE alert (a 60 KiB symbol makes a 60 KiB alert), and a
-``symbol`` holding a lone surrogate escape (``"\\ud800"``) makes alert serialization raise.
-The generator keeps ``symbol`` values short and surrogate-free so that the loop measures
-everything else; the xfail tests pin those two bugs.
+Three bugs these tests found are fixed and pinned by the tests at the end of this file
+(``test_bug_*``, once strict xfails): a body's ``symbol`` echoed whole into alerts; a lone
+surrogate in ``symbol`` breaking the alert JSON; huge accepted decimals written whole into
+reason messages. Any problem fails the loop.
 """
 
 from __future__ import annotations
@@ -283,7 +282,8 @@ _ECHOED_DIGITS = re.compile(r"[0-9]{100}")
 
 
 def unknown_problems(problems: Sequence[str]) -> list[str]:
-    return [p for p in problems if not p.startswith("KNOWN ")]
+    """Every problem (the KNOWN tags were for bugs that are fixed now)."""
+    return list(problems)
 
 
 def verify(raw: bytes, deps: Deps, outcomes: Sequence[Outcome], expect: Expect) -> list[str]:
@@ -405,12 +405,13 @@ class Tally:
         else:
             self.problems.append(f"{category}/{queue}: {problem} body={raw[:60]!r}")
 
-    def body(self, raw: bytes, home: str, expect: Expect, category: str) -> None:
-        """One body through its home queue (with ``expect``) and the other queue."""
+    def body(self, raw: bytes, home: str, expect: Expect, category: str, both: bool = True) -> None:
+        """One body through its home queue (with ``expect``) and the other queue (unless
+        ``both`` is false: random bytes alternate queues already)."""
         assert len(raw) <= MAX_QUEUE_BODY, f"{category}: a {len(raw)}-byte body cannot be queued"
         self.bodies += 1
         self.categories[category] += 1
-        for queue in QUEUES:
+        for queue in QUEUES if both else (home,):
             self.run(raw, queue, expect if queue == home else other_queue_expect(expect), category)
 
     def figures(self, title: str) -> str:
@@ -581,10 +582,6 @@ def utf8(text: str) -> bytes:
 
 def b64(raw: bytes) -> bytes:
     return base64.b64encode(raw)
-
-
-def home_of(name: str) -> str:
-    return TEMPLATES[name][1]
 
 
 def entry_expect(path: Sequence[Any], expect: frozenset[str]) -> frozenset[str]:
@@ -1170,7 +1167,7 @@ def gen_64k(rng: random.Random) -> Iterator[Case]:
             f"64KiB:{name}", body, home, expect, encodings=("base64",), expect_b64=b64_expect
         )
     for name, body, expect in marks_batches():
-        yield Case(f"64KiB:{name}", body, "marks", expect)
+        yield Case(f"64KiB:{name}", body, "marks", expect, encodings=("raw",))
 
 
 _CONTROL = [chr(c) for c in range(0x20)] + ["\x7f", "\x85", "\x9f"]
@@ -1517,11 +1514,11 @@ def gen_valid(rng: random.Random, n: int) -> Iterator[Case]:
 def all_cases(seed: int = SEED) -> list[Case]:
     rng = random.Random(seed)
     cases: list[Case] = []
-    cases += gen_random_bytes(rng, 1400)
-    cases += gen_random_text(rng, 500)
+    cases += gen_random_bytes(rng, 1000)
+    cases += gen_random_text(rng, 400)
     cases += gen_invalid_utf8(rng, 400)
     cases += gen_non_json(rng, 500)
-    cases += gen_wrong_types(rng, 900)
+    cases += gen_wrong_types(rng, 800)
     cases += gen_numbers(rng)
     cases += gen_deep_nesting(rng)
     cases += gen_64k(rng)
@@ -1561,11 +1558,14 @@ CATEGORIES = (
 def test_ten_thousand_generated_bodies_are_each_handled_and_recorded() -> None:
     tally = Tally()
     started = time.perf_counter()
+    cpu = time.process_time()
     for case in all_cases():
         for raw, expect in case.variants():
-            tally.body(raw, case.home, expect, case.category)
+            both = not case.category.startswith("random-")
+            tally.body(raw, case.home, expect, case.category, both)
     elapsed = time.perf_counter() - started
-    print(tally.figures(f"hostile-input loop (seed {SEED}, {elapsed:.1f} s)"))
+    cpu = time.process_time() - cpu
+    print(tally.figures(f"hostile-input loop (seed {SEED}, {elapsed:.1f} s wall, {cpu:.1f} s CPU)"))
     families = Counter(c.split(":")[0] for c in tally.categories.elements())
     print(f"  bodies by category: {dict(sorted(families.items()))}")
     assert tally.bodies >= 10_000
@@ -1648,15 +1648,16 @@ def test_nesting_limit_is_32_levels_in_all(depth: int) -> None:
 
 
 def test_64_kib_bodies_have_bounded_memory() -> None:
-    """Each 64 KiB body (and 48 KiB inside base64) through both queues under tracemalloc:
-    the peak is printed, and asserted below 50 MB as a structural bound only."""
-    bodies: list[tuple[str, bytes, str, Expect]] = []
-    for name, body, home, expect in big_bodies(MAX_QUEUE_BODY):
-        bodies.append((name, body, home, expect))
+    """Each 64 KiB body (a few of them 48 KiB inside base64, and the heaviest MARKS
+    batches) through both queues under tracemalloc: the peak is printed, and asserted below
+    50 MB as a structural bound only."""
+    bodies: list[tuple[str, bytes, str, Expect]] = list(big_bodies(MAX_QUEUE_BODY))
     for name, body, home, _expect in big_bodies(MAX_QUEUE_BODY // 4 * 3):
-        bodies.append((f"base64:{name}", b64(body), home, None))
+        if name in ("pad-ignored-field", "huge-tradeId", "many-unknown-keys", "random-bytes"):
+            bodies.append((f"base64:{name}", b64(body), home, None))
     for name, body, expect in marks_batches():
-        bodies.append((name, body, "marks", expect))
+        if name in ("marks-500-valid", "marks-500-invalid", "marks-501"):
+            bodies.append((name, body, "marks", expect))
     bodies.append(("64KiB-of-[", b"[" * MAX_QUEUE_BODY, "trades", MAL))
     peaks: list[tuple[int, str]] = []
     micros: list[tuple[float, str]] = []
@@ -1710,7 +1711,7 @@ _json = st.recursive(
     lambda inner: (
         st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
     ),
-    max_leaves=20,
+    max_leaves=8,
 )
 
 
@@ -1720,13 +1721,13 @@ def _hypo_check(raw: bytes, home: str, expect: Expect, category: str) -> None:
     tally.assert_clean()
 
 
-@settings(HYPOTHESIS, max_examples=1500)
+@settings(HYPOTHESIS, max_examples=600)
 @given(body=st.binary(max_size=4096), home=st.sampled_from(QUEUES))
 def test_hypothesis_random_bytes(body: bytes, home: str) -> None:
     _hypo_check(body, home, BAD, "hypothesis-bytes")
 
 
-@settings(HYPOTHESIS, max_examples=1000)
+@settings(HYPOTHESIS, max_examples=300)
 @given(
     name=st.sampled_from(sorted(TEMPLATES)),
     changes=st.dictionaries(
@@ -1769,7 +1770,7 @@ def _mutations(draw: st.DrawFn) -> tuple[str, tuple[Any, ...], Any]:
     return name, path, draw(_wrong_value(kind))
 
 
-@settings(HYPOTHESIS, max_examples=1200)
+@settings(HYPOTHESIS, max_examples=500)
 @given(mutation=_mutations(), encode=st.booleans())
 def test_hypothesis_wrong_type_in_any_field(
     mutation: tuple[str, tuple[Any, ...], Any], encode: bool
@@ -1794,7 +1795,7 @@ def contract_decimal(text: str) -> Decimal | None:
     return Decimal(text)
 
 
-@settings(HYPOTHESIS, max_examples=800)
+@settings(HYPOTHESIS, max_examples=300)
 @given(
     text=st.from_regex(r"\A-?[0-9]{1,45}(\.[0-9]{1,45})?([eE][-+]?[0-9]{1,4})?\Z")
     | st.text(alphabet="0123456789.eE+-_ ", max_size=50)
@@ -1824,7 +1825,7 @@ def test_hypothesis_decimal_text(text: str, name: str, literal: bool) -> None:
 _ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
-@settings(HYPOTHESIS, max_examples=600)
+@settings(HYPOTHESIS, max_examples=300)
 @given(
     value=st.text(max_size=80) | st.from_regex(r"\A[A-Za-z0-9._:-]{1,70}\Z"),
     fld=st.sampled_from(("tradeId", "accountId", "correlationId")),
@@ -1856,14 +1857,6 @@ def _symbol_bodies(symbol: str) -> list[tuple[str, bytes]]:
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a rejected body's `symbol` is echoed whole into the TRADE_REJECTED alert "
-    "(handlers/service.py _identity / _validate_mark_entry put obj['symbol'] unbounded into "
-    "_Identity.symbol → Alert.symbol): a 60 KiB symbol gives a ~60 KiB alert (~80 KiB "
-    "base64), above the 64 KiB queue message limit, so the real alert send fails and the "
-    "message circles to poison",
-)
 @pytest.mark.parametrize("index", [0, 1, 2], ids=["FILL", "MARK", "MARKS-entry"])
 def test_bug_huge_symbol_is_echoed_into_the_rejection_alert(index: int) -> None:
     queue, raw = _symbol_bodies("S" * 60_000)[index]
@@ -1875,14 +1868,6 @@ def test_bug_huge_symbol_is_echoed_into_the_rejection_alert(index: int) -> None:
     assert sizes and max(sizes) <= MAX_ALERT_JSON, sizes
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='BUG: a body whose `symbol` is a lone surrogate escape ("\\ud800", valid JSON '
-    "text that Python's json accepts) makes the TRADE_REJECTED alert unserializable: "
-    "Alert.model_dump_json raises PydanticSerializationError (surrogates not allowed) out of "
-    "process_trade_message / process_mark_message — an unhandled exception, so the body "
-    "retries, is poisoned, and process_poison raises the same way (it can never be recorded)",
-)
 @pytest.mark.parametrize("index", [0, 1, 2], ids=["FILL", "MARK", "MARKS-entry"])
 def test_bug_lone_surrogate_symbol_raises(index: int) -> None:
     queue, raw = _symbol_bodies("\ud800")[index]
@@ -1891,14 +1876,25 @@ def test_bug_lone_surrogate_symbol_raises(index: int) -> None:
     assert not verify(raw, deps, outcomes, None)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: process_poison of a body whose `symbol` is a lone surrogate escape raises "
-    "PydanticSerializationError while building the POISON_MESSAGE alert: the deadletter is "
-    "never written and the body stays on the poison queue",
-)
 def test_bug_poison_of_lone_surrogate_symbol_raises() -> None:
     raw = utf8(with_value(FILL, ("symbol",), "\ud800"))
     deps = fresh_deps()
     outcome = process_poison(raw, deps, "trades")
     assert outcome.kind == "DEADLETTERED"
+
+
+@pytest.mark.parametrize(
+    ("name", "path", "value"),
+    [("FILL", ("quantity",), "1e999"), ("TRANSFER", ("amount",), "-1e999")],
+    ids=["FILL-quantity-QTY_BOUNDS", "DEPOSIT-amount-wrong-sign"],
+)
+def test_bug_huge_decimal_is_echoed_into_the_reason_message(
+    name: str, path: tuple[str, ...], value: str
+) -> None:
+    template, home = TEMPLATES[name]
+    raw = utf8(with_value(template, path, value))
+    deps = fresh_deps()
+    (outcome,) = process(raw, home, deps)
+    assert outcome.kind == "REJECTED"
+    record = deps.store.records[(str(template["accountId"]), f"rejection:{outcome.source_id}")]
+    assert max(len(r["message"]) for r in record["reasons"]) <= MAX_REASON_MESSAGE

@@ -146,7 +146,7 @@ def test_pending_left_by_another_process_is_cleared_once_its_record_exists(
     store: FakeStore, sink: FakeSink, clock: FakeClock
 ) -> None:
     funded(make_deps(store, sink, clock))
-    clock.advance(60)
+    clock.advance(601)  # older than PENDING_GRACE (the queue lease)
     trade(make_deps(store, sink, clock), load_event("fill_btcusdt_long"))  # another process
     assert pending_ids(store) == [FILL_ID]
 
@@ -202,7 +202,7 @@ def test_duplicate_with_missing_record_resends_the_same_alerts(
     assert {a["type"] for a in stored} == {"INSUFFICIENT_MARGIN", "LIQUIDATION_RISK"}
 
     clock.advance(30)
-    outcome = trade(deps, load_event("fill_btcusdt_long"))
+    outcome = trade(deps, load_event("fill_btcusdt_long"), dequeue_count=2)  # the retry
     assert outcome.kind == "DUPLICATE"
     assert sorted(sink.ids) == sorted(a["alertId"] for a in stored)
     assert sorted(sink.ids) == sorted(
