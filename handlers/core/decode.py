@@ -167,7 +167,7 @@ def decode_body(raw: bytes) -> DecodedBody:
         raise BodyError("MALFORMED", f"the body is not JSON: {str(exc)[:80]}") from exc
     if pairs.duplicate is not None:
         raise BodyError("SCHEMA_INVALID", f"duplicate key {pairs.duplicate[:40]!r}")
-    if (_depth(text) or 0) > MAX_DEPTH:
+    if text.count("[") + text.count("{") > MAX_DEPTH and (_depth(text) or 0) > MAX_DEPTH:
         raise BodyError("SCHEMA_INVALID", f"JSON nested deeper than {MAX_DEPTH} levels")
     if not isinstance(obj, dict):
         raise BodyError("SCHEMA_INVALID", "the JSON value is not an object")
