@@ -12,12 +12,13 @@ group), then for each run, each phase on fresh queue names and a fresh database:
 - **counts**: the same service code in process (``process_trade_message`` on the real
   Cosmos store and alert sink, wrapped by counting proxies) over a sample of fills.
 - **floor**: one asyncio loop, one queue and one Cosmos client, 24 in flight: receive
-  (32 per call), one account point read, one conditional write, delete.
+  (32 per call), one account point read, one conditional write, delete. Run twice: as
+  such, and with one alert sent per message (the pipeline here sends one per fill).
 - **naive**: one message at a time with the synchronous SDKs, as common samples do.
 
 Prints one JSON document on stdout; logs go to stderr.
 
-    .venv/bin/python -m bench.e2e [--messages 2000] [--accounts 200] [--runs 3]
+    .venv/bin/python -m bench.e2e [--messages 1000] [--accounts 100] [--runs 3]
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ REPO = Path(__file__).resolve().parent.parent
 CONCURRENCY = 24
 FLOOR_BATCH = 32
 ENQUEUE_CONCURRENCY = 16
+#: The floor gives up when the queue yields nothing for this long (it should never).
+STALL_SECONDS = 60.0
 MARK_PRICES = {"BTCUSDT": 60000, "ETHUSDT": 2500}
 DEPOSIT_USDT = "1000000"
 LEVERAGE = 10
@@ -383,6 +386,8 @@ class DevhostRun:
                         self.counts["succeeded"] += 1
                     elif "Failed" in line or "Poisoned" in line:
                         self.counts["failed"] += 1
+                if "Connection pool is full" in line:
+                    self.counts["connections_discarded"] += 1
                 if "etag conflict" in line:
                     self.counts["etag_conflicts"] += 1
                 match = _RECEIVED_RE.search(line)
@@ -513,6 +518,7 @@ def pipeline_phase(
             "succeeded": timed.counts["succeeded"],
             "failed_invocations": timed.counts["failed"],
             "etag_conflicts": timed.counts["etag_conflicts"],
+            "connections_discarded": timed.counts["connections_discarded"],
             "alerts_by_type": dict(types),
             "fills_with_alert": len(latencies),
             "enqueue_s": _r(enqueue_s),
@@ -728,8 +734,11 @@ def count_phase(ls: LocalServices, sample: Workload) -> dict[str, Any]:
 # --------------------------------------------------------------------------- floor
 
 
-async def _floor_loop(ls: LocalServices, names: Names, n: int) -> dict[str, Any]:
+async def _floor_loop(ls: LocalServices, names: Names, n: int, alerts: bool) -> dict[str, Any]:
+    """Receive (FLOOR_BATCH per call), read the account, write it conditionally (replace
+    with the ETag, or create), [send one alert,] delete; CONCURRENCY in flight."""
     from azure.core import MatchConditions
+    from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
     from azure.cosmos.aio import CosmosClient
     from azure.cosmos.exceptions import (
         CosmosAccessConditionFailedError,
@@ -740,17 +749,23 @@ async def _floor_loop(ls: LocalServices, names: Names, n: int) -> dict[str, Any]
 
     conflicts = 0
     done = 0
+    delete_errors = 0
     started = time.monotonic()
+    conn = ls.storage_connection_string
     async with (
-        QueueClient.from_connection_string(ls.storage_connection_string, names.trades) as queue,
+        QueueClient.from_connection_string(conn, names.trades) as queue,
+        QueueClient.from_connection_string(conn, names.alerts) as alert_queue,
         CosmosClient(ls.cosmos_endpoint, credential=ls.settings()["COSMOS_KEY"]) as cosmos,
     ):
+        if alerts:
+            with contextlib.suppress(ResourceExistsError):
+                await alert_queue.create_queue()
         ledger = cosmos.get_database_client(names.database).get_container_client("ledger")
         slots = asyncio.Semaphore(CONCURRENCY)
         tasks: set[asyncio.Task[None]] = set()
 
         async def handle(message: Any) -> None:
-            nonlocal conflicts, done
+            nonlocal conflicts, done, delete_errors
             try:
                 event = json.loads(base64.b64decode(message.content))
                 account = event["accountId"]
@@ -781,13 +796,24 @@ async def _floor_loop(ls: LocalServices, names: Names, n: int) -> dict[str, Any]
                         break
                     except (CosmosAccessConditionFailedError, CosmosResourceExistsError):
                         conflicts += 1
-                await queue.delete_message(message)
+                if alerts:
+                    alert = {
+                        "type": "LARGE_TRADE",
+                        "sourceId": event["tradeId"],
+                        "accountId": account,
+                    }
+                    await alert_queue.send_message(_b64(alert))
+                try:
+                    await queue.delete_message(message)
+                except ResourceNotFoundError:
+                    delete_errors += 1
                 done += 1
             finally:
                 slots.release()
 
         received = 0
-        while received < n:
+        last_seen = time.monotonic()
+        while received < n and time.monotonic() - last_seen < STALL_SECONDS:
             pages = queue.receive_messages(
                 messages_per_page=FLOOR_BATCH, visibility_timeout=300
             ).by_page()
@@ -798,6 +824,7 @@ async def _floor_loop(ls: LocalServices, names: Names, n: int) -> dict[str, Any]
             if not batch:
                 await asyncio.sleep(0.05)
                 continue
+            last_seen = time.monotonic()
             received += len(batch)
             for message in batch:
                 await slots.acquire()
@@ -807,13 +834,22 @@ async def _floor_loop(ls: LocalServices, names: Names, n: int) -> dict[str, Any]
         while tasks:
             await asyncio.gather(*list(tasks))
     seconds = time.monotonic() - started
-    return {"seconds": seconds, "processed": done, "etag_conflicts": conflicts}
+    if received < n:
+        logger.warning(
+            "floor: %d of %d messages received before a %g s stall", received, n, STALL_SECONDS
+        )
+    return {
+        "seconds": seconds,
+        "processed": done,
+        "etag_conflicts": conflicts,
+        "delete_errors": delete_errors,
+    }
 
 
-def floor_phase(ls: LocalServices, workload: Workload, run: int) -> dict[str, Any]:
+def floor_phase(ls: LocalServices, workload: Workload, run: int, alerts: bool) -> dict[str, Any]:
     from azure.cosmos import CosmosClient, PartitionKey
 
-    names = Names("fl")
+    names = Names("fa" if alerts else "fl")
     try:
         db = CosmosClient(
             ls.cosmos_endpoint, credential=ls.settings()["COSMOS_KEY"]
@@ -823,14 +859,21 @@ def floor_phase(ls: LocalServices, workload: Workload, run: int) -> dict[str, An
         n = len(workload.fills)
         nodes = node_cpu_seconds(ls.run_dir)
         cpu = time.process_time()
-        stats = asyncio.run(_floor_loop(ls, names, n))
+        stats = asyncio.run(_floor_loop(ls, names, n, alerts))
         cpu = time.process_time() - cpu
         node_cpu = _cpu_delta(nodes, node_cpu_seconds(ls.run_dir))
-        logger.info("run %d floor: %d messages in %.1f s", run, n, stats["seconds"])
+        logger.info(
+            "run %d floor%s: %d messages in %.1f s",
+            run,
+            " with alerts" if alerts else "",
+            n,
+            stats["seconds"],
+        )
         return {
             "messages": n,
             "processed": stats["processed"],
             "etag_conflicts": stats["etag_conflicts"],
+            "delete_errors": stats["delete_errors"],
             "wall_s": _r(stats["seconds"]),
             "msgs_per_s": _r(n / stats["seconds"]),
             "cpu_ms_per_msg": {
@@ -952,12 +995,16 @@ def summarize(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "pipeline_steady_msgs_per_s": med(lambda r: r["pipeline"]["steady_msgs_per_s"]),
         "devhost_startup_s": med(lambda r: r["pipeline"]["startup_s"]),
         "floor_msgs_per_s": med(lambda r: r["floor"]["msgs_per_s"]),
+        "floor_with_alerts_msgs_per_s": med(lambda r: r["floor_with_alerts"]["msgs_per_s"]),
         "naive_msgs_per_s": med(lambda r: r["naive"]["msgs_per_s"]),
         "pipeline_to_floor": med(
             lambda r: _ratio(r["pipeline"]["msgs_per_s"], r["floor"]["msgs_per_s"]), 3
         ),
         "pipeline_excl_startup_to_floor": med(
             lambda r: _ratio(r["pipeline"]["msgs_per_s_excl_startup"], r["floor"]["msgs_per_s"]), 3
+        ),
+        "pipeline_to_floor_with_alerts": med(
+            lambda r: _ratio(r["pipeline"]["msgs_per_s"], r["floor_with_alerts"]["msgs_per_s"]), 3
         ),
         "pipeline_to_naive": med(
             lambda r: _ratio(r["pipeline"]["msgs_per_s"], r["naive"]["msgs_per_s"]), 3
@@ -978,6 +1025,16 @@ def summarize(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             lambda r: r["pipeline"]["cpu_ms_per_msg"].get("devhost_less_empty_run")
         ),
         "floor_bench_cpu_ms_per_msg": med(lambda r: r["floor"]["cpu_ms_per_msg"]["bench"]),
+        "azurite_cpu_ms_per_msg_pipeline": med(
+            lambda r: r["pipeline"]["cpu_ms_per_msg"]["azurite"]
+        ),
+        "azurite_cpu_ms_per_msg_floor": med(lambda r: r["floor"]["cpu_ms_per_msg"]["azurite"]),
+        "azurite_cpu_ms_per_msg_floor_with_alerts": med(
+            lambda r: r["floor_with_alerts"]["cpu_ms_per_msg"]["azurite"]
+        ),
+        "connections_discarded_per_msg": med(
+            lambda r: r["pipeline"]["connections_discarded"] / r["pipeline"]["messages"], 3
+        ),
         "service_cpu_ms_per_fill_in_process_held": med(
             lambda r: r["counts"]["held"].get("cpu_ms_per_fill")
         ),
@@ -986,21 +1043,21 @@ def summarize(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.e2e", description=__doc__.split("\n")[0])
-    parser.add_argument("--messages", type=int, default=2000, help="fills per run (default 2000)")
-    parser.add_argument("--accounts", type=int, default=200, help="accounts (default 200)")
+    parser.add_argument("--messages", type=int, default=1000, help="fills per run (default 1000)")
+    parser.add_argument("--accounts", type=int, default=100, help="accounts (default 100)")
     parser.add_argument("--runs", type=int, default=3, help="runs; medians over them (default 3)")
     parser.add_argument(
         "--naive-messages",
         type=int,
-        default=500,
-        help="messages the naive peer processes per run (default min(500, --messages): it "
+        default=300,
+        help="messages the naive peer processes per run (default min(300, --messages): it "
         "goes one at a time, so its rate does not depend on the count)",
     )
     parser.add_argument(
         "--sample", type=int, default=200, help="fills of the in-process call count (default 200)"
     )
     parser.add_argument(
-        "--paced-messages", type=int, default=300, help="fills of the paced latency pass (0: skip)"
+        "--paced-messages", type=int, default=200, help="fills of the paced latency pass (0: skip)"
     )
     parser.add_argument(
         "--paced-rate",
@@ -1056,7 +1113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
                 logger.info("run %d pipeline: %s", run, json.dumps(pipeline))
                 counts = count_phase(ls, sample)
-                floor = floor_phase(ls, workload, run)
+                floor = floor_phase(ls, workload, run, alerts=False)
+                floor_alerts = floor_phase(ls, workload, run, alerts=True)
                 naive = naive_phase(ls, workload, naive_n, run)
                 results.append(
                     {
@@ -1064,6 +1122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "pipeline": pipeline,
                         "counts": counts,
                         "floor": floor,
+                        "floor_with_alerts": floor_alerts,
                         "naive": naive,
                     }
                 )

@@ -133,3 +133,16 @@ def test_example_8_bracket_continuity(catalog: Catalog) -> None:
         == at * b2.maint_margin_ratio - b2.maint_amount
         == 200
     )
+
+
+def test_coinm_cross_long_matches_the_binance_calculator(catalog: Catalog) -> None:
+    # External reference: a Binance Futures calculator result quoted on the Binance
+    # developer forum (dev.binance.vision, "Coin-Margined Futures liquidation price
+    # calculation help"): wallet 101 BTC, long 100,000 BTCUSD contracts (10,000,000 USD) at
+    # 45,000, cross → liquidation price 33,599.40 USD. The position (222.2 BTC, and 297.6
+    # BTC at the liquidation price) sits in the 200–400 BTC bracket: mmr 12.5 %, cum 11.605.
+    v = run(catalog, ("BTC", "101"), fill("BTCUSD_PERP", "BUY", "100000", "45000", 2))
+    view = v.position("BTCUSD_PERP", "BOTH")
+    assert view is not None and view.liquidation is not None
+    assert abs(view.liquidation.price - Decimal("33599.40")) < Decimal("0.05")
+    assert format_decimal(view.liquidation.price) == "33599.418605615831714201"
