@@ -248,10 +248,11 @@ def cleanup(ls: LocalServices, names: Names, extra_queues: Sequence[str] = ()) -
     for queue in [*names.queues(), *extra_queues]:
         with contextlib.suppress(Exception):
             qs.delete_queue(queue)
-    with contextlib.suppress(Exception):
-        CosmosClient(ls.cosmos_endpoint, credential=ls.settings()["COSMOS_KEY"]).delete_database(
-            names.database
-        )
+    with (
+        contextlib.suppress(Exception),
+        CosmosClient(ls.cosmos_endpoint, credential=ls.settings()["COSMOS_KEY"]) as cosmos,
+    ):
+        cosmos.delete_database(names.database)
 
 
 async def enqueue(
@@ -444,18 +445,26 @@ def app_settings(
 
 def _latencies(
     alerts: Sequence[Mapping[str, Any]], stamps: Mapping[str, float]
-) -> tuple[list[float], list[float], Counter[str]]:
-    """Latency (ms) of each fill's LARGE_TRADE alert, the alerts' createdAt, alert types."""
+) -> tuple[list[float], list[float], Counter[str], int]:
+    """Latency (ms) of each fill's LARGE_TRADE alert, the alerts' createdAt, alert types,
+    and how many alert messages repeated an alertId already read (counted once)."""
     types: Counter[str] = Counter(str(a.get("type")) for a in alerts)
     latencies: list[float] = []
     created: list[float] = []
+    seen: set[str] = set()
+    repeats = 0
     for alert in alerts:
+        alert_id = str(alert.get("alertId"))
+        if alert_id in seen:
+            repeats += 1
+            continue
+        seen.add(alert_id)
         source = str(alert.get("sourceId"))
         if alert.get("type") == "LARGE_TRADE" and source in stamps:
             at = _parse_ts(str(alert["createdAt"]))
             created.append(at)
             latencies.append((at - stamps[source]) * 1000)
-    return latencies, created, types
+    return latencies, created, types, repeats
 
 
 # --------------------------------------------------------------------------- pipeline
@@ -505,7 +514,7 @@ def pipeline_phase(
         wall = timed.exited - timed.spawned
         startup = (timed.listening - timed.spawned) if timed.listening is not None else None
         alerts = read_alerts(conn, names.alerts)
-        latencies, created, types = _latencies(alerts, stamps)
+        latencies, created, types, repeats = _latencies(alerts, stamps)
         steady = (
             (len(created) - 1) / (max(created) - min(created))
             if len(created) > 1 and max(created) > min(created)
@@ -521,6 +530,7 @@ def pipeline_phase(
             "connections_discarded": timed.counts["connections_discarded"],
             "alerts_by_type": dict(types),
             "fills_with_alert": len(latencies),
+            "repeated_alert_messages": repeats,
             "enqueue_s": _r(enqueue_s),
             "wall_s": _r(wall),
             "startup_s": _r(startup),
@@ -564,7 +574,7 @@ def pipeline_phase(
             while queue_count(conn, paced_alerts) < paced_messages and time.monotonic() < deadline:
                 time.sleep(0.2)
             paced.stop()
-            plat, _, _ = _latencies(read_alerts(conn, paced_alerts), pstamps)
+            plat, _, _, _ = _latencies(read_alerts(conn, paced_alerts), pstamps)
             result.update(
                 {
                     "paced_messages": paced_messages,
@@ -642,13 +652,12 @@ def count_phase(ls: LocalServices, sample: Workload) -> dict[str, Any]:
     from handlers.settings import load_settings
 
     names = Names("ct")
+    cosmos: Any = None
     try:
         settings = load_settings(app_settings(ls, names))
         assert settings.cosmos_endpoint is not None
-        inner = CosmosLedgerStore(
-            connect(settings.cosmos_endpoint, settings.cosmos_key, settings.cosmos_database),
-            settings.cosmos_database,
-        )
+        cosmos = connect(settings.cosmos_endpoint, settings.cosmos_key, settings.cosmos_database)
+        inner = CosmosLedgerStore(cosmos, settings.cosmos_database)
         inner.ensure()
         store = _Counting(inner)
         sink = QueueAlertSink(settings.environ, settings.storage_connection, settings.alerts_queue)
@@ -728,6 +737,8 @@ def count_phase(ls: LocalServices, sample: Workload) -> dict[str, Any]:
         )
         return out
     finally:
+        if cosmos is not None:
+            cosmos.close()
         cleanup(ls, names)
 
 
@@ -851,10 +862,9 @@ def floor_phase(ls: LocalServices, workload: Workload, run: int, alerts: bool) -
 
     names = Names("fa" if alerts else "fl")
     try:
-        db = CosmosClient(
-            ls.cosmos_endpoint, credential=ls.settings()["COSMOS_KEY"]
-        ).create_database(names.database)
-        db.create_container(id="ledger", partition_key=PartitionKey(path="/accountId"))
+        with CosmosClient(ls.cosmos_endpoint, credential=ls.settings()["COSMOS_KEY"]) as cosmos:
+            db = cosmos.create_database(names.database)
+            db.create_container(id="ledger", partition_key=PartitionKey(path="/accountId"))
         asyncio.run(enqueue(ls.storage_connection_string, names.trades, workload.fills))
         n = len(workload.fills)
         nodes = node_cpu_seconds(ls.run_dir)
@@ -896,6 +906,7 @@ def naive_phase(ls: LocalServices, workload: Workload, n: int, run: int) -> dict
 
     names = Names("nv")
     conn = ls.storage_connection_string
+    cosmos: CosmosClient | None = None
     try:
         asyncio.run(enqueue(conn, names.trades, workload.fills[:n]))
         nodes = node_cpu_seconds(ls.run_dir)
@@ -970,10 +981,51 @@ def naive_phase(ls: LocalServices, workload: Workload, n: int, run: int) -> dict
             },
         }
     finally:
+        if cosmos is not None:
+            cosmos.close()
         cleanup(ls, names)
 
 
 # --------------------------------------------------------------------------- main
+
+
+class ServicePool:
+    """The local services, restarted at each boundary of ``per`` (``bench``: started once;
+    ``run``: fresh for each run; ``phase``: fresh for each phase), each time on free ports
+    in a new run directory, stopped by process group."""
+
+    def __init__(self, workdir: Path, per: str) -> None:
+        self.workdir = workdir
+        self.per = per
+        self.current: Path | None = None
+        self.ls: LocalServices | None = None
+        self.starts = 0
+        self.start_seconds: list[float] = []
+
+    def at(self, boundary: str) -> LocalServices:
+        if self.ls is not None and boundary != self.per:
+            return self.ls
+        self.close()
+        self.starts += 1
+        self.current = self.workdir / f"services-{self.starts}"
+        started = time.monotonic()
+        try:
+            self.ls = services.start(
+                run_dir=self.current, queue_port=free_port(), cosmos_port=free_port()
+            )
+        except BaseException:
+            services.stop(self.current)
+            self.current = None
+            raise
+        self.start_seconds.append(time.monotonic() - started)
+        logger.info("services: queue %d, cosmos %d", self.ls.queue_port, self.ls.cosmos_port)
+        return self.ls
+
+    def close(self) -> None:
+        if self.current is not None:
+            services.stop(self.current)
+        self.current = None
+        self.ls = None
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -1041,6 +1093,32 @@ def summarize(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _commit() -> str | None:
+    """The repository's HEAD, with ``+dirty`` when the app's files differ from it."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            [
+                "git",
+                "status",
+                "--porcelain",
+                "--",
+                "handlers",
+                "devhost",
+                "function_app.py",
+                "host.json",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return None
+    return (head + ("+dirty" if dirty else "")) or None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.e2e", description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=1000, help="fills per run (default 1000)")
@@ -1070,6 +1148,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="run the timed devhost without --verbose (then receives per message are unknown)",
     )
+    parser.add_argument(
+        "--services-per",
+        choices=("bench", "run", "phase"),
+        default="phase",
+        help="start fresh local services once (bench), for each run, or for each phase "
+        "(default: Azurite's in-memory store was seen to slow down as a process ages)",
+    )
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -1079,6 +1164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for name in ("azure", "urllib3", "handlers", "tradeguard", "devhost"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # A sync Cosmos client closed right after use logs its background health check failing.
+    logging.getLogger("azure.cosmos._GlobalEndpointManager").setLevel(logging.CRITICAL)
     warnings.filterwarnings("ignore", message="Unverified HTTPS request")
 
     workload = make_workload(args.messages, args.accounts, args.seed)
@@ -1090,16 +1177,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     empty: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
         workdir = Path(tmp)
-        run_dir = workdir / "services"
+        pool = ServicePool(workdir, args.services_per)
         try:
-            ls = services.start(run_dir=run_dir, queue_port=free_port(), cosmos_port=free_port())
-            logger.info("services: queue %d, cosmos %d", ls.queue_port, ls.cosmos_port)
-            empty = empty_devhost(ls, workdir)
+            empty = empty_devhost(pool.at("bench"), workdir)
             logger.info("devhost on empty queues: %s", json.dumps(empty))
             for run in range(1, args.runs + 1):
                 logger.info("run %d/%d", run, args.runs)
+                pool.at("run")
                 pipeline = pipeline_phase(
-                    ls,
+                    pool.at("phase"),
                     workdir,
                     workload,
                     run,
@@ -1112,10 +1198,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         (pipeline["cpu_s"]["devhost"] - empty["cpu_s"]) * 1000 / args.messages
                     )
                 logger.info("run %d pipeline: %s", run, json.dumps(pipeline))
-                counts = count_phase(ls, sample)
-                floor = floor_phase(ls, workload, run, alerts=False)
-                floor_alerts = floor_phase(ls, workload, run, alerts=True)
-                naive = naive_phase(ls, workload, naive_n, run)
+                counts = count_phase(pool.at("phase"), sample)
+                floor = floor_phase(pool.at("phase"), workload, run, alerts=False)
+                floor_alerts = floor_phase(pool.at("phase"), workload, run, alerts=True)
+                naive = naive_phase(pool.at("phase"), workload, naive_n, run)
                 results.append(
                     {
                         "run": run,
@@ -1127,7 +1213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     }
                 )
         finally:
-            services.stop(run_dir)
+            pool.close()
     document = {
         "machine": {
             "cores": os.cpu_count(),
@@ -1147,7 +1233,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "concurrency": CONCURRENCY,
             "floor_batch": FLOOR_BATCH,
             "devhost_verbose": not args.no_verbose,
+            "services_per": args.services_per,
+            "services_starts": pool.starts,
+            "services_start_s_median": _r(_median(pool.start_seconds)),
             "seed": args.seed,
+            "commit": _commit(),
             "total_s": round(time.monotonic() - started, 1),
         },
         "devhost_empty_drain": empty,
