@@ -404,18 +404,22 @@ def _stored_mark(deps: Deps, account: AccountDoc, symbol: str) -> tuple[Decimal,
     return None if doc is None else _mark_of(doc, symbol)
 
 
-def _catch_up(deps: Deps, account_id: str, symbols: Sequence[str], queue: str) -> None:
+def _catch_up(deps: Deps, account: AccountDoc, symbols: Sequence[str], queue: str) -> None:
     """After a fill opened ``symbols``: a mark stored while the fill was in flight may have
-    missed this account (it was not in the holder index yet); apply it now."""
+    missed this account (it was not in the holder index yet); apply it now. ``account`` is
+    the state just written: a mark no newer than its positions' costs no account read."""
     for symbol in symbols:
         doc = deps.store.read_mark(symbol)
         if doc is None:
             continue
         price, stamp = _mark_of(doc, symbol)
+        used = [p.mark_time for p in account.ledger.positions if p.symbol == symbol and p.is_open]
+        if used and all(t is not None and t >= stamp for t in used):
+            continue
         mark = _MarkIn(
             symbol, price, stamp, str(doc.get("markId") or f"{symbol}@{format_timestamp(stamp)}")
         )
-        _revalue_account(deps, account_id, [mark], f"mark:{mark.mark_id}", b"", queue, True)
+        _revalue_account(deps, account.account_id, [mark], f"mark:{mark.mark_id}", b"", queue, True)
 
 
 def _apply(
@@ -520,7 +524,7 @@ def _process_event(
         assert pending is not None
         _finish(deps, account_id, pending)
         if pending.holders:
-            _catch_up(deps, account_id, pending.holders, deps.settings.marks_queue)
+            _catch_up(deps, new, pending.holders, deps.settings.marks_queue)
         return outcome
     raise StaleAccountState(
         f"account {account_id}: {MAX_WRITE_ATTEMPTS} conflicting writes in a row for {event.event_id}"
