@@ -9,16 +9,17 @@ boundary); a catalog that breaks any rule is refused.
 from __future__ import annotations
 
 import json
+from bisect import bisect_right
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
 from pathlib import Path
 from typing import Any, Literal
 
-from handlers.core.decimals import MONEY, parse_decimal
+from handlers.core.decimals import MONEY, m_abs, m_div, m_mul, m_sub, parse_decimal
 from handlers.errors import ConfigurationError
 
-__all__ = ["Bracket", "Catalog", "Instrument", "load_catalog", "parse_catalog"]
+__all__ = ["Bracket", "Catalog", "Instrument", "Memo", "load_catalog", "parse_catalog"]
 
 ContractType = Literal["LINEAR", "INVERSE"]
 
@@ -53,31 +54,89 @@ class Instrument:
     max_leverage: int
     price_band: Decimal
     brackets: tuple[Bracket, ...]
+    # Compiled once from the fields above (not arguments, not compared):
+    #: contract_type == "INVERSE"
+    is_inverse: bool = field(init=False, repr=False, compare=False)
+    #: notional caps of the brackets, in order (bisect finds the bracket of a notional)
+    caps: tuple[Decimal, ...] = field(init=False, repr=False, compare=False)
+    #: by leverage 0..125: the cap of the highest bracket whose maxLeverage ≥ it (0: none)
+    leverage_caps: tuple[Decimal, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        zero = Decimal(0)
+        by_leverage = []
+        for leverage in range(126):
+            allowed = [b for b in self.brackets if b.max_leverage >= leverage]
+            by_leverage.append(allowed[-1].notional_cap if allowed else zero)
+        object.__setattr__(self, "is_inverse", self.contract_type == "INVERSE")
+        object.__setattr__(self, "caps", tuple(b.notional_cap for b in self.brackets))
+        object.__setattr__(self, "leverage_caps", tuple(by_leverage))
 
     @property
     def inverse(self) -> bool:
-        return self.contract_type == "INVERSE"
+        return self.is_inverse
 
     def notional(self, quantity: Decimal, price: Decimal) -> Decimal:
-        """Notional in the settle asset of ``|quantity|`` at ``price``."""
-        with localcontext(MONEY):
-            size = abs(quantity) * self.contract_size
-            return size / price if self.inverse else size * price
+        """Notional in the settle asset of ``|quantity|`` at ``price`` (in MONEY)."""
+        size = m_mul(m_abs(quantity), self.contract_size)
+        return m_div(size, price) if self.is_inverse else m_mul(size, price)
 
     def pnl(self, quantity: Decimal, entry: Decimal, price: Decimal) -> Decimal:
         """Profit of signed ``quantity`` opened at ``entry`` and valued at ``price``."""
-        with localcontext(MONEY):
-            size = quantity * self.contract_size
-            if self.inverse:
-                return size * (1 / entry - 1 / price)
-            return size * (price - entry)
+        size = m_mul(quantity, self.contract_size)
+        if self.is_inverse:
+            return m_mul(size, m_sub(m_div(1, entry), m_div(1, price)))
+        return m_mul(size, m_sub(price, entry))
 
     def bracket_for(self, notional: Decimal) -> Bracket:
         """The bracket whose [floor, cap) holds ``notional`` (the last one above its cap)."""
-        for bracket in self.brackets:
-            if notional < bracket.notional_cap:
-                return bracket
-        return self.brackets[-1]
+        brackets = self.brackets
+        index = bisect_right(self.caps, notional)
+        return brackets[index] if index < len(brackets) else brackets[-1]
+
+    def leverage_cap(self, leverage: int) -> Decimal:
+        """The notional cap of the highest bracket whose maxLeverage ≥ ``leverage`` (0 when
+        none allows it)."""
+        if 0 <= leverage < len(self.leverage_caps):
+            return self.leverage_caps[leverage]
+        allowed = [b for b in self.brackets if b.max_leverage >= leverage]
+        return allowed[-1].notional_cap if allowed else Decimal(0)
+
+
+class Memo:
+    """A bounded map of results of pure functions of one catalog (least recently used out).
+
+    Safe to share between threads: single dict operations are atomic, and a race only
+    loses an entry (recomputed next time), never mixes one up.
+    """
+
+    __slots__ = ("_items", "size")
+
+    def __init__(self, size: int = 4096) -> None:
+        self._items: dict[Any, Any] = {}
+        self.size = size
+
+    def get(self, key: Any) -> Any:
+        items = self._items
+        found = items.pop(key, None)
+        if found is not None:
+            items[key] = found  # most recently used last
+        return found
+
+    def put(self, key: Any, found: Any) -> None:
+        items = self._items
+        items[key] = found
+        while len(items) > self.size:
+            try:
+                del items[next(iter(items))]
+            except (KeyError, RuntimeError, StopIteration):
+                break
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def clear(self) -> None:
+        self._items.clear()
 
 
 @dataclass(frozen=True)
@@ -86,6 +145,8 @@ class Catalog:
 
     instruments: Mapping[str, Instrument]
     source: str = ""
+    #: Per-asset valuations of this catalog (:func:`handlers.core.valuation.value`).
+    valuation_cache: Memo = field(default_factory=Memo, init=False, repr=False, compare=False)
 
     def get(self, symbol: str) -> Instrument | None:
         return self.instruments.get(symbol)

@@ -25,7 +25,13 @@ __all__ = [
     "MONEY",
     "WRITE_PLACES",
     "format_decimal",
+    "m_abs",
+    "m_add",
+    "m_div",
+    "m_mul",
+    "m_sub",
     "parse_decimal",
+    "stored",
 ]
 
 DECIMAL_PATTERN = r"^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]{1,3})?$"
@@ -33,6 +39,7 @@ _DECIMAL_RE = re.compile(r"-?([0-9]+)(?:\.([0-9]+))?(?:[eE][-+]?[0-9]{1,3})?")
 MAX_SIGNIFICANT_DIGITS = 40
 WRITE_PLACES = 18
 _QUANTUM = Decimal(1).scaleb(-WRITE_PLACES)
+_ZERO = Decimal(0)
 
 #: The arithmetic context of every money computation: 60 significant digits, half-even,
 #: and an exponent range wide enough for any accepted input (|exponent| ≤ 999 + 40 digits).
@@ -43,6 +50,20 @@ MONEY = Context(
     Emin=-999_999,
     traps=[InvalidOperation, DivisionByZero, Overflow],
 )
+
+# MONEY's operations as functions of an explicit context: the same results as the
+# operators inside ``localcontext(MONEY)``, without switching the thread's context (about
+# 1 µs a switch). A private copy, so MONEY's own flags stay untouched; flags are never read.
+_CALC = MONEY.copy()
+m_add = _CALC.add
+m_sub = _CALC.subtract
+m_mul = _CALC.multiply
+m_div = _CALC.divide
+m_abs = _CALC.abs
+_m_quantize = _CALC.quantize
+_m_normalize = _CALC.normalize
+#: Values with ``adjusted()`` at most this have ≤ 59 digits at 18 places: MONEY holds them.
+_FAST_ADJUSTED = MONEY.prec - WRITE_PLACES - 2
 
 
 def parse_decimal(text: str, max_digits: int = MAX_SIGNIFICANT_DIGITS) -> Decimal:
@@ -84,3 +105,19 @@ def format_decimal(value: Decimal) -> str:
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     return text
+
+
+def stored(value: Decimal) -> Decimal:
+    """Round a stored value as documents keep it: half-even to 18 places, trailing zeros
+    stripped (``normalize`` in MONEY), -0 → 0."""
+    if value.is_zero():
+        return _ZERO
+    if value.adjusted() <= _FAST_ADJUSTED:
+        # Quantizing to 18 places is exact or rounds half-even, within MONEY's 60 digits
+        # (≤ 59 of them), so normalize keeps every digit: as the general path below.
+        out = _m_quantize(value, _QUANTUM)
+        return _m_normalize(out) if not out.is_zero() else _ZERO
+    with localcontext(MONEY) as ctx:
+        ctx.prec = max(MONEY.prec, value.adjusted() + WRITE_PLACES + 2)
+        out = value.quantize(_QUANTUM) if value.as_tuple().exponent < -WRITE_PLACES else value  # type: ignore[operator]
+    return out.normalize(MONEY) if not out.is_zero() else _ZERO

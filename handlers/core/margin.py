@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal, localcontext
+from decimal import Decimal
 
 from handlers.core.catalog import Bracket, Instrument
-from handlers.core.decimals import MONEY
+from handlers.core.decimals import m_abs, m_add, m_div, m_mul, m_sub
 
 __all__ = [
     "MAX_BRACKET_ITERATIONS",
@@ -38,14 +38,12 @@ def maint_margin(instrument: Instrument, notional: Decimal) -> Decimal:
     if notional == 0:
         return ZERO
     bracket = instrument.bracket_for(notional)
-    with localcontext(MONEY):
-        return notional * bracket.maint_margin_ratio - bracket.maint_amount
+    return m_sub(m_mul(notional, bracket.maint_margin_ratio), bracket.maint_amount)
 
 
 def initial_margin(notional: Decimal, leverage: int) -> Decimal:
     """Initial margin: notional at the mark / leverage."""
-    with localcontext(MONEY):
-        return notional / leverage
+    return m_div(notional, leverage)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,31 +79,56 @@ def _solve(
     other_upnl: Decimal,
 ) -> tuple[Decimal, Decimal]:
     """Return (numerator, denominator) of the closed form for the given brackets."""
-    cs = instrument.contract_size
-    with localcontext(MONEY):
-        cum = sum((b.maint_amount for b in brackets), ZERO)
-        base = wallet - other_maint + other_upnl + cum
-        if instrument.inverse:
-            # P = (Σ|q|·cs·MMR + Σ q·cs) / (WB − TMM + UPNL + Σcum + Σ q·cs / entry)
-            num = sum(
-                (
-                    abs(leg.quantity) * cs * b.maint_margin_ratio + leg.quantity * cs
-                    for leg, b in zip(legs, brackets, strict=True)
-                ),
-                ZERO,
-            )
-            den = base + sum((leg.quantity * cs / leg.entry_price for leg in legs), ZERO)
+    return _Legs(instrument, legs).solve(brackets, wallet, other_maint, other_upnl)
+
+
+class _Legs:
+    """The legs' terms that do not depend on the brackets, computed once per price (the
+    same MONEY operations, in the same order, as writing the formula out each time)."""
+
+    __slots__ = ("base_terms", "inverse", "scaled", "sizes")
+
+    def __init__(self, instrument: Instrument, legs: Sequence[Leg]) -> None:
+        cs = instrument.contract_size
+        self.inverse = instrument.is_inverse
+        #: |q|·cs per leg
+        self.sizes = [m_mul(m_abs(leg.quantity), cs) for leg in legs]
+        #: q·cs per leg
+        self.scaled = [m_mul(leg.quantity, cs) for leg in legs]
+        # linear: q·cs·entry; inverse: q·cs / entry
+        if self.inverse:
+            self.base_terms = [
+                m_div(qcs, leg.entry_price) for qcs, leg in zip(self.scaled, legs, strict=True)
+            ]
         else:
-            # P = (WB − TMM + UPNL + Σcum − Σ q·cs·entry) / (Σ|q|·cs·MMR − Σ q·cs)
-            num = base - sum((leg.quantity * cs * leg.entry_price for leg in legs), ZERO)
-            den = sum(
-                (
-                    abs(leg.quantity) * cs * b.maint_margin_ratio - leg.quantity * cs
-                    for leg, b in zip(legs, brackets, strict=True)
-                ),
-                ZERO,
-            )
-    return num, den
+            self.base_terms = [
+                m_mul(qcs, leg.entry_price) for qcs, leg in zip(self.scaled, legs, strict=True)
+            ]
+
+    def solve(
+        self,
+        brackets: Sequence[Bracket],
+        wallet: Decimal,
+        other_maint: Decimal,
+        other_upnl: Decimal,
+    ) -> tuple[Decimal, Decimal]:
+        cum = ZERO
+        for b in brackets:
+            cum = m_add(cum, b.maint_amount)
+        base = m_add(m_add(m_sub(wallet, other_maint), other_upnl), cum)
+        terms = ZERO
+        for term in self.base_terms:
+            terms = m_add(terms, term)
+        margins = ZERO
+        if self.inverse:
+            # P = (Σ|q|·cs·MMR + Σ q·cs) / (WB − TMM + UPNL + Σcum + Σ q·cs / entry)
+            for size, qcs, b in zip(self.sizes, self.scaled, brackets, strict=True):
+                margins = m_add(margins, m_add(m_mul(size, b.maint_margin_ratio), qcs))
+            return margins, m_add(base, terms)
+        # P = (WB − TMM + UPNL + Σcum − Σ q·cs·entry) / (Σ|q|·cs·MMR − Σ q·cs)
+        for size, qcs, b in zip(self.sizes, self.scaled, brackets, strict=True):
+            margins = m_add(margins, m_sub(m_mul(size, b.maint_margin_ratio), qcs))
+        return m_sub(base, terms), margins
 
 
 def liquidation_price(
@@ -126,35 +149,41 @@ def liquidation_price(
     from the bracket at ``mark`` and recompute, at most 10 times; when a bracket repeats,
     the result of the higher bracket wins (for a pair, the larger bracket number of the
     two legs); after 10 tries, the last result. None when there is no positive price
-    (the position cannot be liquidated) or no open quantity.
+    (the position cannot be liquidated) or no open quantity. The first check usually
+    ends it: the bracket at the price is the one at the mark.
     """
     open_legs = [leg for leg in legs if leg.quantity != 0]
     if not open_legs:
         return None
-    brackets = tuple(
-        instrument.bracket_for(instrument.notional(leg.quantity, mark)) for leg in open_legs
-    )
+    terms = _Legs(instrument, open_legs)
+    inverse = terms.inverse
+    sizes = terms.sizes
+    bracket_for = instrument.bracket_for
+
+    def at(price: Decimal) -> tuple[Bracket, ...]:
+        # notional(q, P) = |q|·cs / P (inverse) or |q|·cs·P (linear), per leg
+        if inverse:
+            return tuple(bracket_for(m_div(size, price)) for size in sizes)
+        return tuple(bracket_for(m_mul(size, price)) for size in sizes)
+
+    brackets = at(mark)
     seen: dict[tuple[int, ...], Liquidation | None] = {}
     result: Liquidation | None = None
     for _ in range(MAX_BRACKET_ITERATIONS):
         key = tuple(b.bracket for b in brackets)
-        num, den = _solve(instrument, open_legs, brackets, wallet, other_maint, other_upnl)
+        num, den = terms.solve(brackets, wallet, other_maint, other_upnl)
         if den == 0:
             result = None
         else:
-            with localcontext(MONEY):
-                price = num / den
+            price = m_div(num, den)
             # falls_to: margin minus maintenance grows with the price. Linear: d/dP = −den;
             # inverse (in 1/P): d/dx = −num, so it grows with P when num > 0.
-            falls_to = den < 0 if not instrument.inverse else num > 0
+            falls_to = den < 0 if not inverse else num > 0
             result = Liquidation(price, falls_to) if price > 0 else None
         seen[key] = result
         if result is None:
             return None
-        nxt = tuple(
-            instrument.bracket_for(instrument.notional(leg.quantity, result.price))
-            for leg in open_legs
-        )
+        nxt = at(result.price)
         next_key = tuple(b.bracket for b in nxt)
         if next_key == key:
             return result

@@ -16,7 +16,7 @@ from typing import Literal
 
 from handlers.core.catalog import Instrument
 from handlers.core.contracts import Fill, Transfer
-from handlers.core.decimals import MONEY, WRITE_PLACES
+from handlers.core.decimals import MONEY, stored
 
 __all__ = [
     "RISK_ORDER",
@@ -34,15 +34,6 @@ __all__ = [
 RiskState = Literal["NORMAL", "MARGIN_CALL", "LIQUIDATION"]
 RISK_ORDER: Mapping[str, int] = {"NORMAL": 0, "MARGIN_CALL": 1, "LIQUIDATION": 2}
 ZERO = Decimal(0)
-_QUANTUM = Decimal(1).scaleb(-WRITE_PLACES)
-
-
-def stored(value: Decimal) -> Decimal:
-    """Round a stored value as documents keep it: half-even to 18 places, -0 → 0."""
-    with localcontext(MONEY) as ctx:
-        ctx.prec = max(MONEY.prec, value.adjusted() + WRITE_PLACES + 2)
-        out = value.quantize(_QUANTUM) if value.as_tuple().exponent < -WRITE_PLACES else value  # type: ignore[operator]
-    return out.normalize(MONEY) if not out.is_zero() else ZERO
 
 
 class Rejected(Exception):

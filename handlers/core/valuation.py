@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal, localcontext
+from decimal import Decimal
 
 from handlers.core.catalog import Catalog, Instrument
-from handlers.core.decimals import MONEY
+from handlers.core.decimals import m_add, m_div, m_sub
 from handlers.core.margin import Leg, Liquidation, initial_margin, liquidation_price, maint_margin
 from handlers.core.state import RISK_ORDER, Ledger, Position, RiskState
 
-__all__ = ["PositionView", "Valuation", "WalletView", "value"]
+__all__ = ["GROUP_CACHE_SIZE", "PositionView", "Valuation", "WalletView", "value"]
 
 ZERO = Decimal(0)
 
@@ -90,6 +90,125 @@ def _state(ratio: Decimal | None, reached: bool, call_ratio: Decimal) -> RiskSta
     return "MARGIN_CALL" if ratio >= call_ratio else "NORMAL"
 
 
+_Row = tuple[Position, Instrument, Decimal, Decimal, Decimal, Decimal, Decimal]
+_Group = tuple[WalletView, tuple[PositionView, ...]]
+#: Per-asset valuations kept per catalog (see :func:`value`).
+GROUP_CACHE_SIZE = 4096
+
+
+def _sum(values: list[Decimal]) -> Decimal:
+    """``sum(values, ZERO)`` in MONEY (the same additions, in order)."""
+    total = ZERO
+    for item in values:
+        total = m_add(total, item)
+    return total
+
+
+def _row(p: Position, inst: Instrument) -> _Row:
+    mark = p.effective_mark
+    notional = inst.notional(p.quantity, mark)
+    return (
+        p,
+        inst,
+        mark,
+        notional,
+        initial_margin(notional, p.leverage),
+        maint_margin(inst, notional),
+        inst.pnl(p.quantity, p.entry_price, mark),
+    )
+
+
+def _value_group(
+    asset: str, balance: Decimal, rows: list[_Row], margin_call_ratio: Decimal
+) -> _Group:
+    """One settle asset: its wallet and its positions (``rows`` in ledger order)."""
+    cross = [r for r in rows if r[0].margin_mode == "CROSS"]
+    iso_sum = _sum([r[0].isolated_margin for r in rows if r[0].margin_mode == "ISOLATED"])
+    cross_wallet = m_sub(balance, iso_sum)
+    cross_upnl = _sum([r[6] for r in cross])
+    cross_mb = m_add(cross_wallet, cross_upnl)
+    cross_im = _sum([r[4] for r in cross])
+    cross_mm = _sum([r[5] for r in cross])
+    ratio = m_div(cross_mm, cross_mb) if cross_mb > 0 else None
+    # Cross liquidation price per symbol: other symbols enter with MM and uPnL.
+    reached = False
+    cross_liq: dict[str, Liquidation | None] = {}
+    for symbol in sorted({r[0].symbol for r in cross}):
+        mine = [r for r in cross if r[0].symbol == symbol]
+        others = [r for r in cross if r[0].symbol != symbol]
+        liq = liquidation_price(
+            mine[0][1],
+            [Leg(r[0].quantity, r[0].entry_price) for r in mine],
+            mine[0][2],
+            cross_wallet,
+            _sum([r[5] for r in others]),
+            _sum([r[6] for r in others]),
+        )
+        cross_liq[symbol] = liq
+        if liq is not None and liq.reached_by(mine[0][2]):
+            reached = True
+    state: RiskState
+    if cross:
+        state = _state(ratio, reached, margin_call_ratio)
+    else:
+        state = "NORMAL"
+        ratio = ZERO if cross_mb > 0 else None
+    wallet = WalletView(
+        asset=asset,
+        wallet_balance=balance,
+        cross_wallet_balance=cross_wallet,
+        cross_margin_balance=cross_mb,
+        margin_balance=m_add(balance, _sum([r[6] for r in rows])),
+        available_balance=m_sub(cross_mb, cross_im),
+        cross_initial_margin=cross_im,
+        cross_maint_margin=cross_mm,
+        total_initial_margin=_sum([r[4] for r in rows]),
+        total_maint_margin=_sum([r[5] for r in rows]),
+        margin_ratio=ratio,
+        has_cross_position=bool(cross),
+        risk_state=state,
+    )
+    views: list[PositionView] = []
+    for p, inst, mark, notional, im, mm, upnl in rows:
+        if p.margin_mode == "CROSS":
+            views.append(
+                PositionView(
+                    p,
+                    inst,
+                    mark,
+                    notional,
+                    im,
+                    mm,
+                    upnl,
+                    cross_liq.get(p.symbol),
+                    None,
+                    None,
+                    state,
+                )
+            )
+            continue
+        mb = m_add(p.isolated_margin, upnl)
+        iso_ratio = m_div(mm, mb) if mb > 0 else None
+        liq = liquidation_price(inst, [Leg(p.quantity, p.entry_price)], mark, p.isolated_margin)
+        reached_iso = liq is not None and liq.reached_by(mark)
+        views.append(
+            PositionView(
+                p,
+                inst,
+                mark,
+                notional,
+                im,
+                mm,
+                upnl,
+                liq,
+                mb,
+                iso_ratio,
+                _state(iso_ratio, reached_iso, margin_call_ratio),
+            )
+        )
+    return wallet, tuple(views)
+
+
 def value(ledger: Ledger, catalog: Catalog, margin_call_ratio: Decimal) -> Valuation:
     """Value every position at its effective mark and derive wallets and risk states.
 
@@ -100,115 +219,49 @@ def value(ledger: Ledger, catalog: Catalog, margin_call_ratio: Decimal) -> Valua
     margin balance ≤ 0 (ratio null), its ratio ≥ 1, or a mark is at or beyond a cross
     liquidation price; MARGIN_CALL when the ratio ≥ ``margin_call_ratio``; else NORMAL.
     An isolated position likewise, with its own margin balance (isolatedMargin + uPnL).
+
+    Each settle asset is valued from its wallet balance and its open positions alone, so
+    its result is kept (per catalog, the last :data:`GROUP_CACHE_SIZE`) under exactly
+    those inputs — the balance and the positions, compared whole — and an event re-values
+    only the asset it changed: a fill its settle asset, a mark its symbol's.
     """
-    with localcontext(MONEY):
-        base: list[tuple[Position, Instrument, Decimal, Decimal, Decimal, Decimal, Decimal]] = []
+    groups: dict[str, list[Position]] = {}
+    instruments = catalog.instruments
+    for p in ledger.positions:
+        inst = instruments.get(p.symbol)
+        if inst is None or p.quantity == 0:
+            continue
+        mine = groups.get(inst.settle_asset)
+        if mine is None:
+            groups[inst.settle_asset] = [p]
+        else:
+            mine.append(p)
+    wallets_in = ledger.wallets
+    cache = catalog.valuation_cache
+    wallets: dict[str, WalletView] = {}
+    views: dict[str, tuple[PositionView, ...]] = {}
+    for asset in sorted(groups.keys() | wallets_in.keys()):
+        positions = tuple(groups.get(asset, ()))
+        held = wallets_in.get(asset)
+        balance = held.balance if held is not None else ZERO
+        key = (asset, margin_call_ratio, balance, positions)
+        group = cache.get(key)
+        if group is None:
+            rows = [_row(p, instruments[p.symbol]) for p in positions]
+            group = _value_group(asset, balance, rows, margin_call_ratio)
+            cache.put(key, group)
+        wallets[asset], views[asset] = group
+    if len(views) == 1:
+        ordered = next(iter(views.values()))
+    else:  # ledger order across assets
+        taken = dict.fromkeys(views, 0)
+        out: list[PositionView] = []
         for p in ledger.positions:
-            inst = catalog.get(p.symbol)
-            if inst is None or not p.is_open:
+            inst = instruments.get(p.symbol)
+            if inst is None or p.quantity == 0:
                 continue
-            mark = p.effective_mark
-            notional = inst.notional(p.quantity, mark)
-            base.append(
-                (
-                    p,
-                    inst,
-                    mark,
-                    notional,
-                    initial_margin(notional, p.leverage),
-                    maint_margin(inst, notional),
-                    inst.pnl(p.quantity, p.entry_price, mark),
-                )
-            )
-        assets = set(ledger.wallets) | {inst.settle_asset for _, inst, *_ in base}
-        wallets: dict[str, WalletView] = {}
-        cross_liq: dict[str, Liquidation | None] = {}
-        views: list[PositionView] = []
-        for asset in sorted(assets):
-            rows = [r for r in base if r[1].settle_asset == asset]
-            cross = [r for r in rows if r[0].margin_mode == "CROSS"]
-            iso_sum = sum(
-                (r[0].isolated_margin for r in rows if r[0].margin_mode == "ISOLATED"), ZERO
-            )
-            balance = ledger.wallet(asset).balance
-            cross_wallet = balance - iso_sum
-            cross_upnl = sum((r[6] for r in cross), ZERO)
-            cross_mb = cross_wallet + cross_upnl
-            cross_im = sum((r[4] for r in cross), ZERO)
-            cross_mm = sum((r[5] for r in cross), ZERO)
-            ratio = cross_mm / cross_mb if cross_mb > 0 else None
-            # Cross liquidation price per symbol: other symbols enter with MM and uPnL.
-            reached = False
-            for symbol in sorted({r[0].symbol for r in cross}):
-                mine = [r for r in cross if r[0].symbol == symbol]
-                others = [r for r in cross if r[0].symbol != symbol]
-                liq = liquidation_price(
-                    mine[0][1],
-                    [Leg(r[0].quantity, r[0].entry_price) for r in mine],
-                    mine[0][2],
-                    cross_wallet,
-                    sum((r[5] for r in others), ZERO),
-                    sum((r[6] for r in others), ZERO),
-                )
-                cross_liq[symbol] = liq
-                if liq is not None and liq.reached_by(mine[0][2]):
-                    reached = True
-            if cross:
-                state = _state(ratio, reached, margin_call_ratio)
-            else:
-                state = "NORMAL"
-                ratio = ZERO if cross_mb > 0 else None
-            wallets[asset] = WalletView(
-                asset=asset,
-                wallet_balance=balance,
-                cross_wallet_balance=cross_wallet,
-                cross_margin_balance=cross_mb,
-                margin_balance=balance + sum((r[6] for r in rows), ZERO),
-                available_balance=cross_mb - cross_im,
-                cross_initial_margin=cross_im,
-                cross_maint_margin=cross_mm,
-                total_initial_margin=sum((r[4] for r in rows), ZERO),
-                total_maint_margin=sum((r[5] for r in rows), ZERO),
-                margin_ratio=ratio,
-                has_cross_position=bool(cross),
-                risk_state=state,
-            )
-        for p, inst, mark, notional, im, mm, upnl in base:
-            if p.margin_mode == "CROSS":
-                liq = cross_liq.get(p.symbol)
-                views.append(
-                    PositionView(
-                        p,
-                        inst,
-                        mark,
-                        notional,
-                        im,
-                        mm,
-                        upnl,
-                        liq,
-                        None,
-                        None,
-                        wallets[inst.settle_asset].risk_state,
-                    )
-                )
-                continue
-            mb = p.isolated_margin + upnl
-            iso_ratio = mm / mb if mb > 0 else None
-            liq = liquidation_price(inst, [Leg(p.quantity, p.entry_price)], mark, p.isolated_margin)
-            reached = liq is not None and liq.reached_by(mark)
-            views.append(
-                PositionView(
-                    p,
-                    inst,
-                    mark,
-                    notional,
-                    im,
-                    mm,
-                    upnl,
-                    liq,
-                    mb,
-                    iso_ratio,
-                    _state(iso_ratio, reached, margin_call_ratio),
-                )
-            )
-    return Valuation(positions=tuple(views), wallets=wallets)
+            asset = inst.settle_asset
+            out.append(views[asset][taken[asset]])
+            taken[asset] += 1
+        ordered = tuple(out)
+    return Valuation(positions=ordered, wallets=wallets)
