@@ -28,6 +28,7 @@ __all__ = [
     "m_abs",
     "m_add",
     "m_div",
+    "m_minus",
     "m_mul",
     "m_sub",
     "parse_decimal",
@@ -60,6 +61,7 @@ m_sub = _CALC.subtract
 m_mul = _CALC.multiply
 m_div = _CALC.divide
 m_abs = _CALC.abs
+m_minus = _CALC.minus
 _m_quantize = _CALC.quantize
 _m_normalize = _CALC.normalize
 #: Values with ``adjusted()`` at most this have ≤ 59 digits at 18 places: MONEY holds them.

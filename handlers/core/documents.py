@@ -265,20 +265,25 @@ def account_to_document(account: AccountDoc, valuation: Valuation, now: datetime
 
 def settle_risk_states(ledger: Ledger, valuation: Valuation) -> Ledger:
     """Store the valuation's risk states on the ledger (cross wallets, isolated positions;
-    a cross position carries its wallet's state)."""
-    wallets = {
-        asset: replace(w, risk_state=valuation.wallets[asset].risk_state)
-        if asset in valuation.wallets
-        else w
-        for asset, w in ledger.wallets.items()
-    }
-    for asset, view in valuation.wallets.items():
+    a cross position carries its wallet's state). What keeps its state is kept as is."""
+    views = valuation.wallets
+    wallets: dict[str, Wallet] = {}
+    for asset, w in ledger.wallets.items():
+        wview = views.get(asset)
+        if wview is None or wview.risk_state == w.risk_state:
+            wallets[asset] = w
+        else:
+            wallets[asset] = Wallet(w.asset, w.balance, wview.risk_state)
+    for asset, view in views.items():
         if asset not in wallets:
             wallets[asset] = Wallet(asset, view.wallet_balance, view.risk_state)
+    states: dict[tuple[str, str], RiskState] = {}
+    for v in valuation.positions:  # the first view of a key, as Valuation.position finds it
+        states.setdefault((v.position.symbol, v.position.position_side), v.risk_state)
     positions: list[Position] = []
     for p in ledger.positions:
-        pview = valuation.position(p.symbol, p.position_side)
-        positions.append(replace(p, risk_state=pview.risk_state if pview else "NORMAL"))
+        state = states.get((p.symbol, p.position_side), "NORMAL")
+        positions.append(p if p.risk_state == state else replace(p, risk_state=state))
     return Ledger(wallets=wallets, positions=tuple(positions))
 
 

@@ -12,11 +12,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal, localcontext
+from operator import attrgetter
 from typing import Literal
 
 from handlers.core.catalog import Instrument
 from handlers.core.contracts import Fill, Transfer
-from handlers.core.decimals import MONEY, stored
+from handlers.core.decimals import (
+    MONEY,
+    m_abs,
+    m_add,
+    m_div,
+    m_minus,
+    m_mul,
+    m_sub,
+    stored,
+)
 
 __all__ = [
     "RISK_ORDER",
@@ -95,7 +105,7 @@ class Ledger:
 
     def position(self, symbol: str, side: str) -> Position | None:
         for p in self.positions:
-            if p.key == (symbol, side):
+            if p.symbol == symbol and p.position_side == side:
                 return p
         return None
 
@@ -103,17 +113,27 @@ class Ledger:
         return self.wallets.get(asset) or Wallet(asset, ZERO)
 
     def with_wallet(self, wallet: Wallet) -> Ledger:
-        return replace(self, wallets={**self.wallets, wallet.asset: wallet})
+        return Ledger({**self.wallets, wallet.asset: wallet}, self.positions)
 
     def with_position(self, position: Position) -> Ledger:
-        rest = tuple(p for p in self.positions if p.key != position.key)
-        ordered = tuple(sorted((*rest, position), key=lambda p: p.key))
-        return replace(self, positions=ordered)
+        return Ledger(self.wallets, _placed(self.positions, position))
+
+
+_by_key = attrgetter("symbol", "position_side")
+
+
+def _placed(positions: tuple[Position, ...], position: Position) -> tuple[Position, ...]:
+    """``positions`` with ``position`` in place of the one of its key, ordered by key."""
+    symbol, side = position.symbol, position.position_side
+    rest = [p for p in positions if p.symbol != symbol or p.position_side != side]
+    rest.append(position)
+    rest.sort(key=_by_key)
+    return tuple(rest)
 
 
 def _signed(fill: Fill) -> Decimal:
     quantity: Decimal = fill.quantity
-    return quantity if fill.side == "BUY" else -quantity
+    return quantity if fill.side == "BUY" else m_minus(quantity)
 
 
 def _check_mode(ledger: Ledger, fill: Fill) -> None:
@@ -135,13 +155,12 @@ def _check_mode(ledger: Ledger, fill: Fill) -> None:
 def _entry_after_increase(
     instrument: Instrument, qty: Decimal, entry: Decimal, add: Decimal, price: Decimal
 ) -> Decimal:
-    with localcontext(MONEY):
-        a, b = abs(qty), abs(add)
-        if a == 0:
-            return price
-        if instrument.inverse:  # harmonic: Σ contracts / Σ (contracts / price)
-            return (a + b) / (a / entry + b / price)
-        return (a * entry + b * price) / (a + b)
+    a, b = m_abs(qty), m_abs(add)
+    if a == 0:
+        return price
+    if instrument.is_inverse:  # harmonic: Σ contracts / Σ (contracts / price)
+        return m_div(m_add(a, b), m_add(m_div(a, entry), m_div(b, price)))
+    return m_div(m_add(m_mul(a, entry), m_mul(b, price)), m_add(a, b))
 
 
 def apply_fill(
@@ -166,72 +185,76 @@ def apply_fill(
     iso = current.isolated_margin if current else ZERO
     realized_total = current.realized_pnl if current else ZERO
     leverage = current.leverage if current else fill.leverage
+    price = fill.price
 
-    with localcontext(MONEY):
-        if side == "BOTH":
-            increasing = qty == 0 or (qty > 0) == (delta > 0)
-            if fill.reduceOnly and (increasing or abs(delta) > abs(qty)):
-                raise Rejected(
-                    "REDUCE_ONLY_VIOLATION",
-                    "a reduce-only fill would open or flip the position",
-                )
-        else:
-            increasing = (side == "LONG") == (delta > 0)
-            if increasing and fill.reduceOnly:
-                raise Rejected("REDUCE_ONLY_VIOLATION", "a reduce-only fill would open a position")
-            if not increasing and abs(delta) > abs(qty):
-                raise Rejected(
-                    "REDUCE_ONLY_VIOLATION",
-                    f"closing {abs(delta)} of {side} {fill.symbol} holding {abs(qty)}",
-                )
+    # Every operation in MONEY (m_*): the thread's own context is never used.
+    if side == "BOTH":
+        increasing = qty == 0 or (qty > 0) == (delta > 0)
+        if fill.reduceOnly and (increasing or m_abs(delta) > m_abs(qty)):
+            raise Rejected(
+                "REDUCE_ONLY_VIOLATION",
+                "a reduce-only fill would open or flip the position",
+            )
+    else:
+        increasing = (side == "LONG") == (delta > 0)
+        if increasing and fill.reduceOnly:
+            raise Rejected("REDUCE_ONLY_VIOLATION", "a reduce-only fill would open a position")
+        if not increasing and m_abs(delta) > m_abs(qty):
+            raise Rejected(
+                "REDUCE_ONLY_VIOLATION",
+                f"closing {m_abs(delta)} of {side} {fill.symbol} holding {m_abs(qty)}",
+            )
 
-        realized = ZERO
-        if increasing:
-            entry = _entry_after_increase(instrument, qty, entry, delta, fill.price)
-            qty = qty + delta
+    realized = ZERO
+    if increasing:
+        entry = _entry_after_increase(instrument, qty, entry, delta, price)
+        qty = m_add(qty, delta)
+        leverage = fill.leverage
+        if fill.marginMode == "ISOLATED":
+            iso = m_add(iso, m_div(instrument.notional(delta, price), fill.leverage))
+    else:
+        closing = min(m_abs(delta), m_abs(qty))
+        closing_signed = closing if qty > 0 else m_minus(closing)
+        realized = instrument.pnl(closing_signed, entry, price)
+        released = m_div(m_mul(iso, closing), m_abs(qty))
+        iso = m_sub(iso, released)
+        remainder = m_sub(m_abs(delta), closing)
+        qty = m_add(qty, m_minus(closing_signed))
+        if remainder > 0:  # one-way flip: close, then open the rest at the fill price
+            qty = remainder if delta > 0 else m_minus(remainder)
+            entry = price
             leverage = fill.leverage
-            if fill.marginMode == "ISOLATED":
-                iso = iso + instrument.notional(delta, fill.price) / fill.leverage
-        else:
-            closing = min(abs(delta), abs(qty))
-            closing_signed = closing if qty > 0 else -closing
-            realized = instrument.pnl(closing_signed, entry, fill.price)
-            released = iso * closing / abs(qty)
-            iso = iso - released
-            remainder = abs(delta) - closing
-            qty = qty + (-closing_signed)
-            if remainder > 0:  # one-way flip: close, then open the rest at the fill price
-                qty = remainder if delta > 0 else -remainder
-                entry = fill.price
-                leverage = fill.leverage
-                iso = (
-                    instrument.notional(remainder, fill.price) / fill.leverage
-                    if fill.marginMode == "ISOLATED"
-                    else ZERO
-                )
-            if qty == 0:
-                iso = ZERO
-        wallet = ledger.wallet(instrument.settle_asset)
-        balance = wallet.balance + realized - fill.fee
+            iso = (
+                m_div(instrument.notional(remainder, price), fill.leverage)
+                if fill.marginMode == "ISOLATED"
+                else ZERO
+            )
+        if qty == 0:
+            iso = ZERO
+    wallet = ledger.wallet(instrument.settle_asset)
+    balance = m_sub(m_add(wallet.balance, realized), fill.fee)
 
     mark_price, mark_time = mark if mark is not None else (None, None)
     position = Position(
-        symbol=fill.symbol,
-        position_side=side,
-        margin_mode=fill.marginMode,
-        quantity=stored(qty),
-        entry_price=stored(entry) if qty != 0 else ZERO,
-        leverage=leverage,
-        isolated_margin=stored(iso),
-        realized_pnl=stored(realized_total + realized),
-        last_fill_price=fill.price,
-        mark_price=mark_price,
-        mark_time=mark_time,
-        risk_state=current.risk_state if current else "NORMAL",
-        updated_at=fill.executedAt,
+        fill.symbol,
+        side,
+        fill.marginMode,
+        stored(qty),
+        stored(entry) if qty != 0 else ZERO,
+        leverage,
+        stored(iso),
+        stored(m_add(realized_total, realized)),
+        price,
+        mark_price,
+        mark_time,
+        current.risk_state if current else "NORMAL",
+        fill.executedAt,
     )
-    out = ledger.with_position(position).with_wallet(replace(wallet, balance=stored(balance)))
-    return out
+    wallets = {
+        **ledger.wallets,
+        wallet.asset: Wallet(wallet.asset, stored(balance), wallet.risk_state),
+    }
+    return Ledger(wallets, _placed(ledger.positions, position))
 
 
 def apply_transfer(ledger: Ledger, transfer: Transfer, available: Decimal | None) -> Ledger:
