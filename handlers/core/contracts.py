@@ -291,16 +291,92 @@ class Marks(WireModel):
 Inbound = Annotated[Fill | Transfer | Mark | Marks, Field(discriminator="type")]
 INBOUND: TypeAdapter[Fill | Transfer | Mark | Marks] = TypeAdapter(Inbound)
 MARK_ENTRY: TypeAdapter[MarkEntry] = TypeAdapter(MarkEntry)
+_FILL_FIELD_SET = frozenset(Fill.model_fields)
+_FEE_DEFAULT = Fill.model_fields["fee"].default
 
 
 def validate_inbound(obj: dict[str, Any]) -> Fill | Transfer | Mark | Marks:
     """Validate a decoded body, ignoring top-level keys that begin with ``$``.
 
+    A FILL that passes every rule takes :func:`_valid_fill` (the same validators, without
+    pydantic's dispatch); anything else, and every error, comes from the model.
+
     Raises:
         pydantic.ValidationError: any rule of the contract is broken.
     """
     clean = {k: v for k, v in obj.items() if not k.startswith("$")}
+    if clean.get("type") == "FILL":
+        fill = _valid_fill(clean)
+        if fill is not None:
+            return fill
     return INBOUND.validate_python(clean)
+
+
+_FILL_REQUIRED = frozenset(name for name, info in Fill.model_fields.items() if info.is_required())
+_SIDES = frozenset(("BUY", "SELL"))
+_MARGIN_MODES = frozenset(("ISOLATED", "CROSS"))
+_POSITION_SIDES = frozenset(("BOTH", "LONG", "SHORT"))
+_positive = _decimal("positive")
+_non_negative = _decimal("non_negative")
+_schema_version = _integer(1, 1)
+_leverage = _integer(1, 125)
+_new_object = object.__new__
+_set_attribute = object.__setattr__
+
+
+def _valid_fill(clean: dict[str, Any]) -> Fill | None:
+    """The Fill ``Fill.model_validate(clean)`` returns when ``clean`` breaks no rule, built
+    with the model's own field validators; None when any rule may be broken (the model
+    then validates it and words the errors). Only exact ``str``/``bool`` values are taken,
+    so pydantic's strict-mode coercions never need copying."""
+    keys = clean.keys()
+    if not keys >= _FILL_REQUIRED or not keys <= _FILL_FIELD_SET:
+        return None
+    try:
+        kind = clean["type"]
+        side = clean["side"]
+        symbol = clean["symbol"]
+        if type(kind) is not str or kind != "FILL":
+            return None
+        if type(side) is not str or side not in _SIDES or type(symbol) is not str:
+            return None
+        margin_mode = clean.get("marginMode", "CROSS")
+        position_side = clean.get("positionSide", "BOTH")
+        reduce_only = clean.get("reduceOnly", False)
+        if (
+            type(margin_mode) is not str
+            or margin_mode not in _MARGIN_MODES
+            or type(position_side) is not str
+            or position_side not in _POSITION_SIDES
+            or type(reduce_only) is not bool
+        ):
+            return None
+        correlation = clean.get("correlationId")
+        values = {
+            "type": "FILL",
+            "schemaVersion": _schema_version(clean["schemaVersion"]),
+            "tradeId": _id(clean["tradeId"]),
+            "accountId": _id(clean["accountId"]),
+            "symbol": symbol,
+            "side": side,
+            "quantity": _positive(clean["quantity"]),
+            "price": _positive(clean["price"]),
+            "leverage": _leverage(clean["leverage"]),
+            "marginMode": margin_mode,
+            "positionSide": position_side,
+            "reduceOnly": reduce_only,
+            "fee": _non_negative(clean["fee"]) if "fee" in clean else _FEE_DEFAULT,
+            "executedAt": parse_timestamp(clean["executedAt"]),
+            "correlationId": None if correlation is None else _id(correlation),
+        }
+    except Exception:  # any rule broken: the model says which
+        return None
+    fill = _new_object(Fill)
+    _set_attribute(fill, "__dict__", values)
+    _set_attribute(fill, "__pydantic_fields_set__", set(keys))
+    _set_attribute(fill, "__pydantic_extra__", None)
+    _set_attribute(fill, "__pydantic_private__", None)
+    return fill
 
 
 def mark_id(symbol: object, timestamp: object) -> str | None:
