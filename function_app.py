@@ -1,8 +1,9 @@
 """tradeguard's Azure Functions (Python v2 model): wiring only.
 
-Each function decodes nothing itself: it hands the queue body to one call of
-:mod:`handlers.entrypoints`, which builds the process's dependencies once, runs the
-service and logs the outcome. Queue names come from app settings (``%SETTING%``).
+The functions are ``async def``: the worker runs them on its event loop, where the asyncio
+SDK clients (one per process) serve them all. Each function decodes nothing itself: it
+hands the queue body to one call of :mod:`handlers.entrypoints`, which builds the
+process's dependencies once, runs the service and logs the outcome. Queue names come from app settings (``%SETTING%``).
 """
 
 import azure.functions as func
@@ -13,34 +14,34 @@ app = func.FunctionApp()
 
 
 @app.queue_trigger(arg_name="msg", queue_name="%TRADES_QUEUE%", connection="AzureWebJobsStorage")
-def on_trade(msg: func.QueueMessage) -> None:
+async def on_trade(msg: func.QueueMessage, context: func.Context) -> None:
     """FILL and TRANSFER events."""
-    entrypoints.trade(msg)
+    await entrypoints.trade(msg, context)
 
 
 @app.queue_trigger(arg_name="msg", queue_name="%MARKS_QUEUE%", connection="AzureWebJobsStorage")
-def on_mark(msg: func.QueueMessage) -> None:
+async def on_mark(msg: func.QueueMessage, context: func.Context) -> None:
     """MARK and MARKS prices."""
-    entrypoints.mark(msg)
+    await entrypoints.mark(msg, context)
 
 
 @app.queue_trigger(
     arg_name="msg", queue_name="%TRADES_QUEUE%-poison", connection="AzureWebJobsStorage"
 )
-def on_trade_poison(msg: func.QueueMessage) -> None:
+async def on_trade_poison(msg: func.QueueMessage, context: func.Context) -> None:
     """Bodies of the trades queue the host gave up on."""
-    entrypoints.poison(msg, "trades")
+    await entrypoints.poison(msg, "trades", context)
 
 
 @app.queue_trigger(
     arg_name="msg", queue_name="%MARKS_QUEUE%-poison", connection="AzureWebJobsStorage"
 )
-def on_mark_poison(msg: func.QueueMessage) -> None:
+async def on_mark_poison(msg: func.QueueMessage, context: func.Context) -> None:
     """Bodies of the marks queue the host gave up on."""
-    entrypoints.poison(msg, "marks")
+    await entrypoints.poison(msg, "marks", context)
 
 
 @app.timer_trigger(arg_name="timer", schedule="0 */1 * * * *", run_on_startup=False)
-def check_stale_marks(timer: func.TimerRequest) -> None:
+async def check_stale_marks(timer: func.TimerRequest, context: func.Context) -> None:
     """Every minute: STALE_MARK when a held symbol's mark is older than the setting."""
-    entrypoints.stale_marks()
+    await entrypoints.stale_marks(context)

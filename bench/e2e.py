@@ -616,7 +616,7 @@ def empty_devhost(ls: LocalServices, workdir: Path) -> dict[str, Any]:
 
 
 class _Counting:
-    """Wraps an object and counts (and times) every method call by name."""
+    """Wraps an object of async methods and counts (and times) every call by name."""
 
     def __init__(self, inner: Any) -> None:
         self._inner = inner
@@ -628,11 +628,11 @@ class _Counting:
         if not callable(attr):
             return attr
 
-        def counted(*args: Any, **kwargs: Any) -> Any:
+        async def counted(*args: Any, **kwargs: Any) -> Any:
             self.calls[name] += 1
             started = time.perf_counter()
             try:
-                return attr(*args, **kwargs)
+                return await attr(*args, **kwargs)
             finally:
                 self.seconds += time.perf_counter() - started
 
@@ -645,6 +645,10 @@ class _Counting:
 
 def count_phase(ls: LocalServices, sample: Workload) -> dict[str, Any]:
     """Cosmos and queue calls per applied fill, by the service code in this process."""
+    return asyncio.run(_count_phase(ls, sample))
+
+
+async def _count_phase(ls: LocalServices, sample: Workload) -> dict[str, Any]:
     from handlers.adapters.cosmos_store import CosmosLedgerStore, connect
     from handlers.adapters.queues import QueueAlertSink
     from handlers.core.catalog import load_catalog
@@ -653,12 +657,13 @@ def count_phase(ls: LocalServices, sample: Workload) -> dict[str, Any]:
 
     names = Names("ct")
     cosmos: Any = None
+    sink: Any = None
     try:
         settings = load_settings(app_settings(ls, names))
         assert settings.cosmos_endpoint is not None
         cosmos = connect(settings.cosmos_endpoint, settings.cosmos_key, settings.cosmos_database)
         inner = CosmosLedgerStore(cosmos, settings.cosmos_database)
-        inner.ensure()
+        await inner.ensure()
         store = _Counting(inner)
         sink = QueueAlertSink(settings.environ, settings.storage_connection, settings.alerts_queue)
         client = _Counting(sink._client)  # the SDK QueueClient the sink sends with
@@ -670,9 +675,10 @@ def count_phase(ls: LocalServices, sample: Workload) -> dict[str, Any]:
             sink=sink,
         )
         for mark in sample.marks:
-            process_mark_message(_b64(mark).encode(), deps)
+            await process_mark_message(_b64(mark).encode(), deps)
         for deposit in sample.deposits:
-            assert process_trade_message(_b64(deposit).encode(), deps).kind == "APPLIED"
+            outcome = await process_trade_message(_b64(deposit).encode(), deps)
+            assert outcome.kind == "APPLIED"
 
         held: set[tuple[str, str]] = set()
         per: dict[str, dict[str, Any]] = {
@@ -695,7 +701,7 @@ def count_phase(ls: LocalServices, sample: Workload) -> dict[str, Any]:
             client.reset()
             cpu = time.process_time()
             started = time.perf_counter()
-            outcome = process_trade_message(_b64(fill).encode(), deps)
+            outcome = await process_trade_message(_b64(fill).encode(), deps)
             elapsed = time.perf_counter() - started
             cpu = time.process_time() - cpu
             client.calls.pop("create_queue", None)  # the sink creates its queue once per process
@@ -738,7 +744,9 @@ def count_phase(ls: LocalServices, sample: Workload) -> dict[str, Any]:
         return out
     finally:
         if cosmos is not None:
-            cosmos.close()
+            await cosmos.close()
+        if sink is not None:
+            await sink.close()
         cleanup(ls, names)
 
 

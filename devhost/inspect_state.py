@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import warnings
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -46,7 +45,7 @@ def accounts_command(
 
     Returns the exit code: 0 done, 2 settings error, 1 Cosmos error.
     """
-    from handlers.adapters.cosmos_store import CosmosLedgerStore, connect
+    from devhost.cosmos import container
     from handlers.settings import load_settings as app_settings
 
     try:
@@ -57,13 +56,8 @@ def accounts_command(
     if not settings.cosmos_endpoint:
         logger.error("COSMOS_ENDPOINT is not set")
         return 2
-    warnings.filterwarnings("ignore", message="Unverified HTTPS request")
     try:
-        store = CosmosLedgerStore(
-            connect(settings.cosmos_endpoint, settings.cosmos_key, settings.cosmos_database),
-            settings.cosmos_database,
-        )
-        ledger = store.container("ledger")
+        ledger = container(settings, "ledger")
         query = "SELECT * FROM c WHERE c.type = 'account'"
         params: list[dict[str, Any]] = []
         if account:

@@ -101,7 +101,7 @@ def replay_command(
     """Replay poisoned and dead-lettered bodies of the trades and marks queues (or the
     named settings ``trades``/``marks``). Returns the exit code (0 done, 1 failure, 2
     settings)."""
-    from handlers.adapters.cosmos_store import CosmosLedgerStore, connect
+    from devhost.cosmos import container
     from handlers.settings import load_settings as app_settings
 
     try:
@@ -115,20 +115,13 @@ def replay_command(
     warnings.filterwarnings("ignore", message="Unverified HTTPS request")
     try:
         service = queue_service(settings.environ, settings.storage_connection)
-        store = None
-        if settings.cosmos_endpoint:
-            store = CosmosLedgerStore(
-                connect(settings.cosmos_endpoint, settings.cosmos_key, settings.cosmos_database),
-                settings.cosmos_database,
-            )
+        deadletters = container(settings, "deadletters") if settings.cosmos_endpoint else None
         now = datetime.now(UTC)
         for queue in chosen:
             moved = replay_poison_queue(service, queue)
             replayed = skipped = 0
-            if store is not None:
-                replayed, skipped = replay_deadletters(
-                    store.container("deadletters"), service, queue, now
-                )
+            if deadletters is not None:
+                replayed, skipped = replay_deadletters(deadletters, service, queue, now)
             print(
                 f"{queue}: {moved} message(s) moved back from {queue}-poison, "
                 f"{replayed} deadletter(s) replayed, {skipped} not replayable"

@@ -1,30 +1,45 @@
-"""Builds the real adapters once per process, lazily (never at import)."""
+"""Builds the real adapters lazily (never at import): once per process and event loop.
+
+The asyncio SDK clients belong to the event loop that made them, so the dependencies are
+kept per running loop. The Python worker runs every ``async def`` function on one loop,
+and so does devhost: one Cosmos client and one queue client per process in practice.
+"""
 
 from __future__ import annotations
 
-import functools
+import asyncio
 import threading
+import weakref
 
 from handlers.adapters.cosmos_store import CosmosLedgerStore, connect
 from handlers.adapters.queues import QueueAlertSink
-from handlers.core.catalog import load_catalog
+from handlers.core.catalog import Catalog, load_catalog
 from handlers.errors import ConfigurationError
 from handlers.service import Deps
-from handlers.settings import load_settings
+from handlers.settings import Settings, load_settings
 
-__all__ = ["deps", "reset"]
+__all__ = ["close", "deps", "reset"]
 
 _lock = threading.Lock()
+_config: tuple[Settings, Catalog] | None = None
+_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Deps] = weakref.WeakKeyDictionary()
 
 
-@functools.cache
-def _build() -> Deps:
-    settings = load_settings()
-    if not settings.cosmos_endpoint:
-        raise ConfigurationError("COSMOS_ENDPOINT is not set")
-    catalog = load_catalog(settings.instruments_file)
+def _configuration() -> tuple[Settings, Catalog]:
+    global _config
+    if _config is None:
+        settings = load_settings()
+        if not settings.cosmos_endpoint:
+            raise ConfigurationError("COSMOS_ENDPOINT is not set")
+        _config = (settings, load_catalog(settings.instruments_file))
+    return _config
+
+
+def _build(settings: Settings, catalog: Catalog) -> Deps:
+    endpoint = settings.cosmos_endpoint
+    assert endpoint is not None  # checked by _configuration
     store = CosmosLedgerStore(
-        connect(settings.cosmos_endpoint, settings.cosmos_key, settings.cosmos_database),
+        connect(endpoint, settings.cosmos_key, settings.cosmos_database),
         settings.cosmos_database,
     )
     sink = QueueAlertSink(settings.environ, settings.storage_connection, settings.alerts_queue)
@@ -32,16 +47,36 @@ def _build() -> Deps:
 
 
 def deps() -> Deps:
-    """The process's dependencies: settings, catalog, Cosmos store, alert sink.
+    """The dependencies of the running event loop: settings, catalog, Cosmos store, alert
+    sink (settings and catalog are read once per process).
 
     Raises:
         ConfigurationError: a setting or the catalog is wrong.
+        RuntimeError: no event loop is running (call it from an ``async def``).
     """
+    loop = asyncio.get_running_loop()
     with _lock:
-        return _build()
+        built = _by_loop.get(loop)
+        if built is None:
+            built = _build(*_configuration())
+            _by_loop[loop] = built
+        return built
+
+
+async def close() -> None:
+    """Close the clients of the running loop (a host shutting down; tests)."""
+    with _lock:
+        built = _by_loop.pop(asyncio.get_running_loop(), None)
+    if built is not None:
+        for client in (built.store, built.sink):
+            closer = getattr(client, "close", None)
+            if closer is not None:
+                await closer()
 
 
 def reset() -> None:
-    """Forget the built dependencies (tests that change settings)."""
+    """Forget the settings, catalog and clients (tests that change settings)."""
+    global _config
     with _lock:
-        _build.cache_clear()
+        _config = None
+        _by_loop.clear()

@@ -1,4 +1,5 @@
-"""The service's ports: what it needs from storage and from the alert queue."""
+"""The service's ports: what it needs from storage and from the alert queue (asyncio:
+one client per process and event loop, see :mod:`handlers.bootstrap`)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ __all__ = ["AlertSink", "LedgerStore"]
 class LedgerStore(Protocol):
     """Account documents, immutable records, marks and deadletters (Cosmos DB)."""
 
-    def read_account(self, account_id: str) -> AccountDoc | None:
-        """The account, or None when it has no document.
+    async def read_account(self, account_id: str, *, fresh: bool = True) -> AccountDoc | None:
+        """The account, or None when it has no document. ``fresh=False`` allows a copy
+        this process cached (what it last read or wrote): only for a caller that then
+        writes conditionally, so a stale copy costs a 412 and a fresh read, never a lost
+        update.
 
         Raises:
             UnreadableDocument: the stored document cannot be read (never overwritten).
@@ -23,8 +27,9 @@ class LedgerStore(Protocol):
         """
         ...
 
-    def write_account(self, document: Mapping[str, Any], etag: str | None) -> None:
-        """Create (``etag`` None) or replace-if-unchanged the account document.
+    async def write_account(self, document: Mapping[str, Any], etag: str | None) -> str | None:
+        """Create (``etag`` None) or replace-if-unchanged the account document; returns the
+        new ETag (None when the store does not say).
 
         Raises:
             StaleAccountState: another writer got there first (412 / 409).
@@ -32,7 +37,7 @@ class LedgerStore(Protocol):
         """
         ...
 
-    def read_record(self, partition: str, record_id: str) -> Mapping[str, Any] | None:
+    async def read_record(self, partition: str, record_id: str) -> Mapping[str, Any] | None:
         """A record by id in its partition, or None.
 
         Raises:
@@ -40,7 +45,7 @@ class LedgerStore(Protocol):
         """
         ...
 
-    def create_record(self, record: Mapping[str, Any]) -> bool:
+    async def create_record(self, record: Mapping[str, Any]) -> bool:
         """Create an immutable record; False when one with that id already exists.
 
         Raises:
@@ -48,7 +53,7 @@ class LedgerStore(Protocol):
         """
         ...
 
-    def read_mark(self, symbol: str) -> Mapping[str, Any] | None:
+    async def read_mark(self, symbol: str) -> Mapping[str, Any] | None:
         """The latest stored mark document of ``symbol``, or None.
 
         Raises:
@@ -56,7 +61,7 @@ class LedgerStore(Protocol):
         """
         ...
 
-    def write_mark(self, document: Mapping[str, Any], etag: str | None) -> None:
+    async def write_mark(self, document: Mapping[str, Any], etag: str | None) -> None:
         """Create or replace-if-unchanged a mark document.
 
         Raises:
@@ -65,7 +70,7 @@ class LedgerStore(Protocol):
         """
         ...
 
-    def list_holders(self, symbol: str) -> list[tuple[str, str]]:
+    async def list_holders(self, symbol: str) -> list[tuple[str, str]]:
         """The index of accounts holding ``symbol``: (accountId, etag) pairs (one query in
         the symbol's partition).
 
@@ -74,7 +79,7 @@ class LedgerStore(Protocol):
         """
         ...
 
-    def upsert_holder(self, symbol: str, account_id: str) -> None:
+    async def upsert_holder(self, symbol: str, account_id: str) -> None:
         """Put ``account_id`` into the index of ``symbol`` (idempotent; changes its etag).
 
         Raises:
@@ -82,7 +87,7 @@ class LedgerStore(Protocol):
         """
         ...
 
-    def delete_holder(self, symbol: str, account_id: str, etag: str) -> bool:
+    async def delete_holder(self, symbol: str, account_id: str, etag: str) -> bool:
         """Remove an index entry if it is unchanged since ``etag``; False when it changed
         or is gone.
 
@@ -91,7 +96,7 @@ class LedgerStore(Protocol):
         """
         ...
 
-    def read_deadletter(self, queue: str, deadletter_id: str) -> Mapping[str, Any] | None:
+    async def read_deadletter(self, queue: str, deadletter_id: str) -> Mapping[str, Any] | None:
         """A deadletter by id in its queue partition, or None.
 
         Raises:
@@ -99,7 +104,7 @@ class LedgerStore(Protocol):
         """
         ...
 
-    def record_deadletter(self, document: Mapping[str, Any]) -> bool:
+    async def record_deadletter(self, document: Mapping[str, Any]) -> bool:
         """Create the deadletter, or increment ``count`` of an existing one (same id and
         queue); True when it was created (first time).
 
@@ -112,7 +117,7 @@ class LedgerStore(Protocol):
 class AlertSink(Protocol):
     """The alerts queue."""
 
-    def send(self, alerts: Sequence[Alert]) -> None:
+    async def send(self, alerts: Sequence[Alert]) -> None:
         """Send each alert as one message (base64 of its JSON).
 
         Raises:

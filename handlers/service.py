@@ -16,14 +16,14 @@ any point is repaired by redelivery (step 2), and a consumer drops repeats by al
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import random
 import re
 import threading
-import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -78,6 +78,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MAX_WRITE_ATTEMPTS = 12
+#: Accounts one mark message re-values at once (each is one read and one conditional write).
+MARK_CONCURRENCY = 16
 #: A pending entry younger than this may still be finishing in the invocation that wrote
 #: it (which may be slow under load): others leave it alone. The queue lease (10 min)
 #: bounds how long that invocation can hold its message; a failed one is retried, and a
@@ -130,7 +132,7 @@ class Deps:
     store: LedgerStore
     sink: AlertSink
     clock: Callable[[], datetime] = _utcnow
-    sleep: Callable[[float], None] = time.sleep
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     completed: _Recent = field(default_factory=_Recent)
     last_errors: _Recent = field(default_factory=lambda: _Recent(10_000))
 
@@ -233,22 +235,22 @@ def _alerts(deps: Deps, specs: Sequence[AlertSpec], ident: _Identity, now: datet
     return out
 
 
-def _finish(deps: Deps, partition: str, pending: Pending) -> None:
+async def _finish(deps: Deps, partition: str, pending: Pending) -> None:
     """Complete a pending entry (idempotent): index the symbols it opened, send its
     alerts, then create its record (``trade``, ``transfer``, ``rejection`` or a mark's
     ``revaluation``)."""
     for symbol in pending.holders:
-        deps.store.upsert_holder(symbol, partition)
+        await deps.store.upsert_holder(symbol, partition)
     alerts = pending.alerts
     if alerts:
-        deps.sink.send(alerts)
-    deps.store.create_record(pending.record)
+        await deps.sink.send(alerts)
+    await deps.store.create_record(pending.record)
     deps.completed.put((partition, pending.event_id))
 
 
-def _record_exists(deps: Deps, partition: str, pending: Pending) -> bool:
+async def _record_exists(deps: Deps, partition: str, pending: Pending) -> bool:
     """Whether a pending entry is done: its record exists (records are written last)."""
-    return deps.store.read_record(partition, str(pending.record["id"])) is not None
+    return await deps.store.read_record(partition, str(pending.record["id"])) is not None
 
 
 def _pending_since(pending: Pending) -> datetime:
@@ -258,7 +260,7 @@ def _pending_since(pending: Pending) -> datetime:
         return datetime.min.replace(tzinfo=UTC)
 
 
-def _settle_pending(deps: Deps, account: AccountDoc, keep: str | None = None) -> AccountDoc:
+async def _settle_pending(deps: Deps, account: AccountDoc, keep: str | None = None) -> AccountDoc:
     """Prune pending entries whose records exist; finish old ones whose records do not."""
     done: set[str] = set()
     now = deps.clock()
@@ -268,18 +270,20 @@ def _settle_pending(deps: Deps, account: AccountDoc, keep: str | None = None) ->
         if (account.account_id, pending.event_id) in deps.completed:
             done.add(pending.event_id)
         elif now - _pending_since(pending) >= PENDING_GRACE:
-            if not _record_exists(deps, account.account_id, pending):
+            if not await _record_exists(deps, account.account_id, pending):
                 logger.warning(
                     "finishing event %s of account %s left pending by an earlier invocation",
                     pending.event_id,
                     account.account_id,
                 )
-                _finish(deps, account.account_id, pending)
+                await _finish(deps, account.account_id, pending)
             done.add(pending.event_id)
     return account.without_pending(done) if done else account
 
 
-def _complete_duplicate(deps: Deps, account: AccountDoc, event_id: str, retry: bool) -> Outcome:
+async def _complete_duplicate(
+    deps: Deps, account: AccountDoc, event_id: str, retry: bool
+) -> Outcome:
     """An event already in the account: finish it if it is still pending.
 
     A pending entry whose record is missing is finished (alerts re-sent with the same ids,
@@ -292,18 +296,18 @@ def _complete_duplicate(deps: Deps, account: AccountDoc, event_id: str, retry: b
     key = (account.account_id, event_id)
     if pending is None or key in deps.completed:
         return Outcome("DUPLICATE", event_id, account.account_id)
-    if _record_exists(deps, account.account_id, pending):
+    if await _record_exists(deps, account.account_id, pending):
         deps.completed.put(key)
         return Outcome("DUPLICATE", event_id, account.account_id)
     if not retry and deps.clock() - _pending_since(pending) < PENDING_GRACE:
         return Outcome("DUPLICATE", event_id, account.account_id, detail="in flight elsewhere")
-    _finish(deps, account.account_id, pending)
+    await _finish(deps, account.account_id, pending)
     return Outcome(
         "DUPLICATE", event_id, account.account_id, tuple(pending.alerts), "record repaired"
     )
 
 
-def _reject_stateless(
+async def _reject_stateless(
     deps: Deps,
     raw: bytes,
     digest: str,
@@ -324,14 +328,14 @@ def _reject_stateless(
         deps, [AlertSpec("TRADE_REJECTED", symbol=ident.symbol, reasons=tuple(reasons))], ident, now
     )
     record = _rejection_record(raw, digest, ident, reasons, queue, alerts, now)
-    if deps.store.create_record(record):
-        deps.sink.send(alerts)
+    if await deps.store.create_record(record):
+        await deps.sink.send(alerts)
         return Outcome("REJECTED", ident.source_id, ident.account_id, tuple(alerts), reasons[0][0])
     if not _RETRY.get():
         return Outcome("DUPLICATE", ident.source_id, ident.account_id, detail="already rejected")
-    existing = deps.store.read_record(str(record["accountId"]), str(record["id"]))
+    existing = await deps.store.read_record(str(record["accountId"]), str(record["id"]))
     stored = Pending(str(record["id"]), existing or record).alerts
-    deps.sink.send(stored)
+    await deps.sink.send(stored)
     return Outcome(
         "DUPLICATE", ident.source_id, ident.account_id, tuple(stored), "rejection alert re-sent"
     )
@@ -388,7 +392,9 @@ def _mark_of(doc: Mapping[str, Any], symbol: str) -> tuple[Decimal, datetime]:
         raise UnreadableDocument(f"mark document of {symbol}: {exc}") from exc
 
 
-def _stored_mark(deps: Deps, account: AccountDoc, symbol: str) -> tuple[Decimal, datetime] | None:
+async def _stored_mark(
+    deps: Deps, account: AccountDoc, symbol: str
+) -> tuple[Decimal, datetime] | None:
     """The freshest mark known for ``symbol``. An open position on it carries its own (the
     mark path keeps holders current), so only a symbol the account does not hold costs a
     read of the ``marks`` container."""
@@ -400,16 +406,16 @@ def _stored_mark(deps: Deps, account: AccountDoc, symbol: str) -> tuple[Decimal,
             and p.mark_time is not None
         ):
             return (p.mark_price, p.mark_time)
-    doc = deps.store.read_mark(symbol)
+    doc = await deps.store.read_mark(symbol)
     return None if doc is None else _mark_of(doc, symbol)
 
 
-def _catch_up(deps: Deps, account: AccountDoc, symbols: Sequence[str], queue: str) -> None:
+async def _catch_up(deps: Deps, account: AccountDoc, symbols: Sequence[str], queue: str) -> None:
     """After a fill opened ``symbols``: a mark stored while the fill was in flight may have
     missed this account (it was not in the holder index yet); apply it now. ``account`` is
     the state just written: a mark no newer than its positions' costs no account read."""
     for symbol in symbols:
-        doc = deps.store.read_mark(symbol)
+        doc = await deps.store.read_mark(symbol)
         if doc is None:
             continue
         price, stamp = _mark_of(doc, symbol)
@@ -419,10 +425,12 @@ def _catch_up(deps: Deps, account: AccountDoc, symbols: Sequence[str], queue: st
         mark = _MarkIn(
             symbol, price, stamp, str(doc.get("markId") or f"{symbol}@{format_timestamp(stamp)}")
         )
-        _revalue_account(deps, account.account_id, [mark], f"mark:{mark.mark_id}", b"", queue, True)
+        await _revalue_account(
+            deps, account.account_id, [mark], f"mark:{mark.mark_id}", b"", queue, True
+        )
 
 
-def _apply(
+async def _apply(
     deps: Deps, event: Fill | Transfer, account: AccountDoc, raw: bytes, digest: str, queue: str
 ) -> tuple[AccountDoc, list[Alert], dict[str, Any], Outcome]:
     """Compute the new account document for an event (pure apart from the mark read)."""
@@ -440,7 +448,7 @@ def _apply(
         if isinstance(event, Fill):
             instrument = catalog.get(event.symbol)
             assert instrument is not None
-            mark = _stored_mark(deps, account, event.symbol)
+            mark = await _stored_mark(deps, account, event.symbol)
             ledger = apply_fill(account.ledger, event, instrument, mark)
             after = value(ledger, catalog, ratio)
             specs = fill_alerts(
@@ -485,30 +493,33 @@ def _apply(
     return new, alerts, doc, Outcome("APPLIED", event.event_id, event.accountId, tuple(alerts))
 
 
-def _was_evicted_duplicate(deps: Deps, account: AccountDoc, event_id: str) -> bool:
+async def _was_evicted_duplicate(deps: Deps, account: AccountDoc, event_id: str) -> bool:
     if not account.evicted:
         return False
     pk = account.account_id
     return (
-        deps.store.read_record(pk, event_id) is not None
-        or deps.store.read_record(pk, f"rejection:{event_id}") is not None
+        await deps.store.read_record(pk, event_id) is not None
+        or await deps.store.read_record(pk, f"rejection:{event_id}") is not None
     )
 
 
-def _process_event(
+async def _process_event(
     deps: Deps, event: Fill | Transfer, raw: bytes, digest: str, queue: str, retry: bool
 ) -> Outcome:
     account_id = event.accountId
     for attempt in range(MAX_WRITE_ATTEMPTS):
-        account = deps.store.read_account(account_id) or AccountDoc(account_id)
+        # The first try may use this process's cached copy: the write below is conditional,
+        # so a stale copy only costs a 412, and the retry reads afresh.
+        fresh = attempt > 0
+        account = await deps.store.read_account(account_id, fresh=fresh) or AccountDoc(account_id)
         if event.event_id in account.recent_ids:
-            return _complete_duplicate(deps, account, event.event_id, retry)
-        if _was_evicted_duplicate(deps, account, event.event_id):
+            return await _complete_duplicate(deps, account, event.event_id, retry)
+        if await _was_evicted_duplicate(deps, account, event.event_id):
             return Outcome("DUPLICATE", event.event_id, account_id, detail="caught by its record")
-        account = _settle_pending(deps, account)
-        new, _alerts_sent, doc, outcome = _apply(deps, event, account, raw, digest, queue)
+        account = await _settle_pending(deps, account)
+        new, _alerts_sent, doc, outcome = await _apply(deps, event, account, raw, digest, queue)
         try:
-            deps.store.write_account(doc, account.etag)
+            await deps.store.write_account(doc, account.etag)
         except StaleAccountState:
             delay = min(0.5, 0.01 * (2**attempt)) * random.uniform(0.5, 1.5)  # noqa: S311
             logger.info(
@@ -518,13 +529,13 @@ def _process_event(
                 attempt + 1,
                 delay * 1000,
             )
-            deps.sleep(delay)
+            await deps.sleep(delay)
             continue
         pending = new.pending_for(event.event_id)
         assert pending is not None
-        _finish(deps, account_id, pending)
+        await _finish(deps, account_id, pending)
         if pending.holders:
-            _catch_up(deps, new, pending.holders, deps.settings.marks_queue)
+            await _catch_up(deps, new, pending.holders, deps.settings.marks_queue)
         return outcome
     raise StaleAccountState(
         f"account {account_id}: {MAX_WRITE_ATTEMPTS} conflicting writes in a row for {event.event_id}"
@@ -538,7 +549,7 @@ def _decode(raw: bytes) -> tuple[DecodedBody | None, BodyError | None]:
         return None, exc
 
 
-def process_trade_message(
+async def process_trade_message(
     raw: bytes, deps: Deps, queue: str | None = None, dequeue_count: int = 1
 ) -> Outcome:
     """Process one body of the trades queue: FILL or TRANSFER. ``dequeue_count`` > 1
@@ -550,23 +561,23 @@ def process_trade_message(
     """
     token = _RETRY.set(dequeue_count > 1)
     try:
-        return _process_trade(raw, deps, queue, dequeue_count)
+        return await _process_trade(raw, deps, queue, dequeue_count)
     finally:
         _RETRY.reset(token)
 
 
-def _process_trade(raw: bytes, deps: Deps, queue: str | None, dequeue_count: int) -> Outcome:
+async def _process_trade(raw: bytes, deps: Deps, queue: str | None, dequeue_count: int) -> Outcome:
     queue = queue or deps.settings.trades_queue
     decoded, error = _decode(raw)
     digest = body_digest(raw)
     if decoded is None:
         assert error is not None
-        return _reject_stateless(
+        return await _reject_stateless(
             deps, raw, digest, _identity(None, digest), [(error.code, error.message)], queue
         )
     ident = _identity(decoded.obj, digest)
     if decoded.obj.get("type") not in ("FILL", "TRANSFER"):
-        return _reject_stateless(
+        return await _reject_stateless(
             deps,
             raw,
             digest,
@@ -582,13 +593,13 @@ def _process_trade(raw: bytes, deps: Deps, queue: str | None, dequeue_count: int
     try:
         event = validate_inbound(decoded.obj)
     except ValidationError as exc:
-        return _reject_stateless(deps, raw, digest, ident, _schema_reasons(exc), queue)
+        return await _reject_stateless(deps, raw, digest, ident, _schema_reasons(exc), queue)
     assert isinstance(event, Fill | Transfer)
     if isinstance(event, Transfer) and event.asset not in deps.catalog.settle_assets:
         reasons = [
             ("SCHEMA_INVALID", f"asset {event.asset[:40]!r} is no settle asset of the catalog")
         ]
-        return _reject_stateless(deps, raw, digest, ident, reasons, queue)
+        return await _reject_stateless(deps, raw, digest, ident, reasons, queue)
     if isinstance(event, Transfer):
         wrong = (event.reason == "DEPOSIT" and event.amount < 0) or (
             event.reason == "WITHDRAWAL" and event.amount > 0
@@ -600,18 +611,18 @@ def _process_trade(raw: bytes, deps: Deps, queue: str | None, dequeue_count: int
                     f"a {event.reason} with amount {format_decimal(event.amount)} has the wrong sign",
                 )
             ]
-            return _reject_stateless(deps, raw, digest, ident, reasons, queue)
+            return await _reject_stateless(deps, raw, digest, ident, reasons, queue)
     if isinstance(event, Fill):
         instrument = deps.catalog.get(event.symbol)
         if instrument is None:
             reasons = [
                 ("UNKNOWN_SYMBOL", f"symbol {event.symbol[:40]!r} is not in the instrument catalog")
             ]
-            return _reject_stateless(deps, raw, digest, ident, reasons, queue)
+            return await _reject_stateless(deps, raw, digest, ident, reasons, queue)
         problems = check_fill(event, instrument)
         if problems:
-            return _reject_stateless(deps, raw, digest, ident, problems, queue)
-    return _process_event(deps, event, raw, digest, queue, dequeue_count > 1)
+            return await _reject_stateless(deps, raw, digest, ident, problems, queue)
+    return await _process_event(deps, event, raw, digest, queue, dequeue_count > 1)
 
 
 # --- MARK / MARKS ---------------------------------------------------------------------
@@ -627,7 +638,7 @@ class _MarkIn:
     mark_id: str
 
 
-def _validate_mark_entry(
+async def _validate_mark_entry(
     deps: Deps, raw: bytes, digest: str, queue: str, obj: Any, fallback: str, single: bool
 ) -> _MarkIn | Outcome:
     """A mark to apply, or the outcome of its rejection."""
@@ -636,23 +647,23 @@ def _validate_mark_entry(
     ident = _Identity(mid or fallback, None, None, _symbol(symbol))
     if not isinstance(obj, dict):
         reasons = [("SCHEMA_INVALID", "a MARKS entry must be an object")]
-        return _reject_stateless(deps, raw, digest, ident, reasons, queue)
+        return await _reject_stateless(deps, raw, digest, ident, reasons, queue)
     try:
         entry: Mark | MarkEntry = (
             validate_inbound(obj) if single else MarkEntry.model_validate(obj)  # type: ignore[assignment]
         )
     except ValidationError as exc:
-        return _reject_stateless(deps, raw, digest, ident, _schema_reasons(exc), queue)
+        return await _reject_stateless(deps, raw, digest, ident, _schema_reasons(exc), queue)
     if deps.catalog.get(entry.symbol) is None:
         reasons = [
             ("UNKNOWN_SYMBOL", f"symbol {entry.symbol[:40]!r} is not in the instrument catalog")
         ]
-        return _reject_stateless(deps, raw, digest, ident, reasons, queue)
+        return await _reject_stateless(deps, raw, digest, ident, reasons, queue)
     assert mid is not None
     return _MarkIn(entry.symbol, entry.markPrice, entry.timestamp, mid)
 
 
-def _revalue_account(
+async def _revalue_account(
     deps: Deps,
     account_id: str,
     marks: Sequence[_MarkIn],
@@ -666,20 +677,18 @@ def _revalue_account(
     ``@<key>``. Returns the alerts and whether the account still holds a marked symbol;
     None when the account was skipped (unreadable: dead-lettered). With no ``marks`` it
     only finishes a pending entry this message left (a retry after a failure)."""
+    cached = True  # the process's copy may serve a path that ends in a conditional write
     for attempt in range(MAX_WRITE_ATTEMPTS):
         try:
-            account = deps.store.read_account(account_id)
+            account = await deps.store.read_account(account_id, fresh=not cached)
         except UnreadableDocument as exc:
             if marks:
-                _deadletter_account(deps, account_id, marks, raw, queue, exc)
+                await _deadletter_account(deps, account_id, marks, raw, queue, exc)
             return None
         if account is None:
             return [], False
         symbols = {m.symbol for m in marks}
         holds = any(p.is_open and p.symbol in symbols for p in account.ledger.positions)
-        if account.pending_for(key) is not None:
-            outcome = _complete_duplicate(deps, account, key, retry)
-            return list(outcome.alerts), holds
         fresh = [
             m
             for m in marks
@@ -690,9 +699,16 @@ def _revalue_account(
                 for p in account.ledger.positions
             )
         ]
+        if cached and (not fresh or account.pending_for(key) is not None):
+            cached = False  # a decision without a write must rest on a fresh read
+            continue
+        cached = False
+        if account.pending_for(key) is not None:
+            outcome = await _complete_duplicate(deps, account, key, retry)
+            return list(outcome.alerts), holds
         if not fresh:
             return [], holds
-        account = _settle_pending(deps, account)
+        account = await _settle_pending(deps, account)
         ledger = account.ledger
         now = deps.clock()
         alerts: list[Alert] = []
@@ -721,17 +737,17 @@ def _revalue_account(
             )
             new = new.with_pending(pending)
         try:
-            deps.store.write_account(account_to_document(new, final, now), account.etag)
+            await deps.store.write_account(account_to_document(new, final, now), account.etag)
         except StaleAccountState:
-            deps.sleep(min(0.5, 0.01 * (2**attempt)) * random.uniform(0.5, 1.5))  # noqa: S311
+            await deps.sleep(min(0.5, 0.01 * (2**attempt)) * random.uniform(0.5, 1.5))  # noqa: S311
             continue
         if pending is not None:
-            _finish(deps, account_id, pending)
+            await _finish(deps, account_id, pending)
         return alerts, True
     raise StaleAccountState(f"account {account_id}: too many conflicting writes for marks {key}")
 
 
-def _deadletter_account(
+async def _deadletter_account(
     deps: Deps, account_id: str, marks: Sequence[_MarkIn], raw: bytes, queue: str, error: Exception
 ) -> None:
     """A mark skipped an account it cannot read: dead-letter ``<digest>:<accountId>``."""
@@ -753,14 +769,14 @@ def _deadletter_account(
         "lastError": f"{type(error).__name__}: {error}"[:1000],
     }
     ident = _Identity(marks[0].mark_id, account_id, None, marks[0].symbol)
-    _deadletter(deps, document, ident, now, "a mark skipped an unreadable account document")
+    await _deadletter(deps, document, ident, now, "a mark skipped an unreadable account document")
 
 
-def _store_marks(deps: Deps, latest: Mapping[str, _MarkIn]) -> None:
+async def _store_marks(deps: Deps, latest: Mapping[str, _MarkIn]) -> None:
     """Write each symbol's newest mark (last, after every account is re-valued)."""
     for mark in latest.values():
         for _attempt in range(MAX_WRITE_ATTEMPTS):
-            current = deps.store.read_mark(mark.symbol)
+            current = await deps.store.read_mark(mark.symbol)
             if current is not None and parse_timestamp(current["timestamp"]) >= mark.timestamp:
                 break
             doc = {
@@ -774,21 +790,21 @@ def _store_marks(deps: Deps, latest: Mapping[str, _MarkIn]) -> None:
                 "updatedAt": format_timestamp(deps.clock()),
             }
             try:
-                deps.store.write_mark(doc, current.get("_etag") if current else None)
+                await deps.store.write_mark(doc, current.get("_etag") if current else None)
                 break
             except StaleAccountState:
-                deps.sleep(random.uniform(0.005, 0.05))  # noqa: S311
+                await deps.sleep(random.uniform(0.005, 0.05))  # noqa: S311
         else:
             raise StaleAccountState(f"mark {mark.mark_id}: too many conflicting writes")
 
 
-def _apply_marks(
+async def _apply_marks(
     deps: Deps, marks: Sequence[_MarkIn], raw: bytes, digest: str, queue: str, retry: bool
 ) -> list[Outcome]:
     """Re-value every account holding a symbol of ``marks``, then store the marks."""
     stored: dict[str, datetime | None] = {}
     for symbol in {m.symbol for m in marks}:
-        doc = deps.store.read_mark(symbol)
+        doc = await deps.store.read_mark(symbol)
         stored[symbol] = parse_timestamp(doc["timestamp"]) if doc is not None else None
     outcomes: list[Outcome] = []
     newer: list[_MarkIn] = []
@@ -806,24 +822,35 @@ def _apply_marks(
     scan = {m.symbol for m in (marks if retry else newer)}
     if not scan:
         return outcomes
-    holders = {symbol: dict(deps.store.list_holders(symbol)) for symbol in sorted(scan)}
+    holders = {symbol: dict(await deps.store.list_holders(symbol)) for symbol in sorted(scan)}
     accounts = sorted({acc for rows in holders.values() for acc in rows})
     sent: dict[str, list[Alert]] = {}
     revalued = 0
-    for account_id in accounts:
+    gate = asyncio.Semaphore(MARK_CONCURRENCY)
+
+    async def revalue(account_id: str) -> None:
+        nonlocal revalued
         mine = [m for m in newer if account_id in holders[m.symbol]]
-        result = _revalue_account(deps, account_id, mine, key, raw, queue, retry)
-        if result is None:
-            continue
-        alerts, holds = result
+        async with gate:
+            result = await _revalue_account(deps, account_id, mine, key, raw, queue, retry)
+            if result is None:
+                return
+            alerts, holds = result
+            if mine and not holds:
+                for symbol in sorted({m.symbol for m in mine}):
+                    await deps.store.delete_holder(symbol, account_id, holders[symbol][account_id])
         revalued += 1 if mine else 0
         for alert in alerts:
             sent.setdefault(alert.sourceId, []).append(alert)
-        if mine and not holds:
-            for symbol in {m.symbol for m in mine}:
-                deps.store.delete_holder(symbol, account_id, holders[symbol][account_id])
+
+    # Accounts are independent (one conditional write each): re-value them concurrently,
+    # wait for all, then fail with the first error (the host retries the whole message).
+    results = await asyncio.gather(*(revalue(a) for a in accounts), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
     latest = {m.symbol: m for m in newer}  # sorted ascending: the last one is the newest
-    _store_marks(deps, latest)
+    await _store_marks(deps, latest)
     for m in newer:
         outcomes.append(
             Outcome(
@@ -836,7 +863,7 @@ def _apply_marks(
     return outcomes
 
 
-def process_mark_message(
+async def process_mark_message(
     raw: bytes, deps: Deps, queue: str | None = None, dequeue_count: int = 1
 ) -> list[Outcome]:
     """Process one body of the marks queue: MARK or MARKS (each entry stands alone).
@@ -849,19 +876,21 @@ def process_mark_message(
     """
     token = _RETRY.set(dequeue_count > 1)
     try:
-        return _process_marks(raw, deps, queue, dequeue_count)
+        return await _process_marks(raw, deps, queue, dequeue_count)
     finally:
         _RETRY.reset(token)
 
 
-def _process_marks(raw: bytes, deps: Deps, queue: str | None, dequeue_count: int) -> list[Outcome]:
+async def _process_marks(
+    raw: bytes, deps: Deps, queue: str | None, dequeue_count: int
+) -> list[Outcome]:
     queue = queue or deps.settings.marks_queue
     decoded, error = _decode(raw)
     digest = body_digest(raw)
     if decoded is None:
         assert error is not None
         return [
-            _reject_stateless(
+            await _reject_stateless(
                 deps, raw, digest, _identity(None, digest), [(error.code, error.message)], queue
             )
         ]
@@ -874,7 +903,7 @@ def _process_marks(raw: bytes, deps: Deps, queue: str | None, dequeue_count: int
             batch = validate_inbound(obj)
         except ValidationError as exc:
             ident = _Identity(digest, None, None, None)
-            return [_reject_stateless(deps, raw, digest, ident, _schema_reasons(exc), queue)]
+            return [await _reject_stateless(deps, raw, digest, ident, _schema_reasons(exc), queue)]
         assert isinstance(batch, Marks)
         entries = [(e, f"{digest}:{i}", False) for i, e in enumerate(batch.marks)]
     else:
@@ -882,24 +911,24 @@ def _process_marks(raw: bytes, deps: Deps, queue: str | None, dequeue_count: int
         reasons = [
             ("SCHEMA_INVALID", f"type must be MARK or MARKS on this queue, got {str(kind)[:40]!r}")
         ]
-        return [_reject_stateless(deps, raw, digest, ident, reasons, queue)]
+        return [await _reject_stateless(deps, raw, digest, ident, reasons, queue)]
     outcomes: list[Outcome] = []
     valid: list[_MarkIn] = []
     for entry, fallback, single in entries:
-        checked = _validate_mark_entry(deps, raw, digest, queue, entry, fallback, single)
+        checked = await _validate_mark_entry(deps, raw, digest, queue, entry, fallback, single)
         if isinstance(checked, Outcome):
             outcomes.append(checked)
         else:
             valid.append(checked)
     return outcomes + (
-        _apply_marks(deps, valid, raw, digest, queue, dequeue_count > 1) if valid else []
+        await _apply_marks(deps, valid, raw, digest, queue, dequeue_count > 1) if valid else []
     )
 
 
 # --- stale marks ----------------------------------------------------------------------
 
 
-def check_stale_marks(deps: Deps) -> list[Outcome]:
+async def check_stale_marks(deps: Deps) -> list[Outcome]:
     """Alert STALE_MARK once per stale mark: a catalog symbol whose stored mark (or no
     mark at all) is older than ``STALE_MARK_AFTER_SECONDS`` while accounts hold it.
 
@@ -913,11 +942,11 @@ def check_stale_marks(deps: Deps) -> list[Outcome]:
     limit = timedelta(seconds=deps.settings.stale_mark_after_seconds)
     outcomes: list[Outcome] = []
     for symbol in sorted(deps.catalog.instruments):
-        doc = deps.store.read_mark(symbol)
+        doc = await deps.store.read_mark(symbol)
         stamp = parse_timestamp(doc["timestamp"]) if doc is not None else None
         if stamp is not None and now - stamp <= limit:
             continue
-        if not deps.store.list_holders(symbol):
+        if not await deps.store.list_holders(symbol):
             continue
         source = str(doc["markId"]) if doc is not None else f"{symbol}@none"
         if doc is not None and doc.get("staleAlerted") == source:
@@ -931,12 +960,12 @@ def check_stale_marks(deps: Deps) -> list[Outcome]:
             metrics={"markPrice": parse_decimal(doc["markPrice"]) if doc is not None else None},
         )
         alerts = _alerts(deps, [spec], _Identity(source, None, None, symbol), now)
-        deps.sink.send(alerts)
+        await deps.sink.send(alerts)
         if doc is not None:
             marked = {k: v for k, v in doc.items() if not k.startswith("_")}
             marked["staleAlerted"] = source
             with contextlib.suppress(StaleAccountState):  # a newer mark arrived meanwhile
-                deps.store.write_mark(marked, doc.get("_etag"))
+                await deps.store.write_mark(marked, doc.get("_etag"))
         outcomes.append(Outcome("APPLIED", source, alerts=tuple(alerts), detail="stale mark"))
     return outcomes
 
@@ -954,33 +983,33 @@ def note_failure(deps: Deps, raw: bytes, error: BaseException) -> None:
     deps.last_errors.put(body_digest(raw), f"{type(error).__name__}: {error}"[:1000])
 
 
-def _already_done(
+async def _already_done(
     deps: Deps, raw: bytes, decoded: DecodedBody | None, digest: str
 ) -> Outcome | None:
     """Whether a poisoned body's event was in fact applied or rejected (then complete it)."""
     if decoded is None:
-        if deps.store.read_record(UNATTRIBUTED, f"rejection:{digest}") is not None:
+        if await deps.store.read_record(UNATTRIBUTED, f"rejection:{digest}") is not None:
             return Outcome("DUPLICATE", digest, detail="rejection exists")
         return None
     obj = decoded.obj
     ident = _identity(obj, digest)
     if obj.get("type") in ("FILL", "TRANSFER") and ident.account_id and ident.source_id != digest:
-        account = deps.store.read_account(ident.account_id)
+        account = await deps.store.read_account(ident.account_id)
         if account is not None and ident.source_id in account.recent_ids:
-            return _complete_duplicate(deps, account, ident.source_id, retry=True)
+            return await _complete_duplicate(deps, account, ident.source_id, retry=True)
         for record_id in (ident.source_id, f"rejection:{ident.source_id}"):
-            if deps.store.read_record(ident.account_id, record_id) is not None:
+            if await deps.store.read_record(ident.account_id, record_id) is not None:
                 return Outcome(
                     "DUPLICATE", ident.source_id, ident.account_id, detail="record exists"
                 )
         return None
     partition = ident.account_id or UNATTRIBUTED
-    if deps.store.read_record(partition, f"rejection:{ident.source_id}") is not None:
+    if await deps.store.read_record(partition, f"rejection:{ident.source_id}") is not None:
         return Outcome("DUPLICATE", ident.source_id, ident.account_id, detail="rejection exists")
     return None
 
 
-def process_poison(raw: bytes, deps: Deps, source_queue: str) -> Outcome:
+async def process_poison(raw: bytes, deps: Deps, source_queue: str) -> Outcome:
     """Process a body the host gave up on (``<source_queue>-poison``).
 
     Completes an event that was in fact applied or rejected; otherwise — or when that
@@ -994,7 +1023,7 @@ def process_poison(raw: bytes, deps: Deps, source_queue: str) -> Outcome:
     decoded, _error = _decode(raw)
     token = _RETRY.set(True)
     try:
-        done = _already_done(deps, raw, decoded, digest)
+        done = await _already_done(deps, raw, decoded, digest)
     except UnreadableDocument as exc:
         logger.warning("poisoned body %s: cannot tell whether it was applied: %s", digest, exc)
         done = None
@@ -1020,13 +1049,13 @@ def process_poison(raw: bytes, deps: Deps, source_queue: str) -> Outcome:
     }
     if last_error:
         document["lastError"] = last_error
-    return _deadletter(deps, document, ident, now, f"gave up on a message of {source_queue}")
+    return await _deadletter(deps, document, ident, now, f"gave up on a message of {source_queue}")
 
 
-def _deadletter(
+async def _deadletter(
     deps: Deps, document: dict[str, Any], ident: _Identity, now: datetime, message: str
 ) -> Outcome:
-    existing = deps.store.read_deadletter(document["queue"], document["id"])
+    existing = await deps.store.read_deadletter(document["queue"], document["id"])
     alerts: list[Alert] = []
     if existing is None:
         reason = message + (f": {document['lastError']}" if document.get("lastError") else "")
@@ -1042,6 +1071,6 @@ def _deadletter(
             ident,
             now,
         )
-        deps.sink.send(alerts)
-    deps.store.record_deadletter(document)
+        await deps.sink.send(alerts)
+    await deps.store.record_deadletter(document)
     return Outcome("DEADLETTERED", ident.source_id, ident.account_id, tuple(alerts))

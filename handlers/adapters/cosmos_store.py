@@ -1,25 +1,35 @@
-"""LedgerStore on Azure Cosmos DB (SQL API): document mapping, ETag writes, error translation.
+"""LedgerStore on Azure Cosmos DB (SQL API, asyncio): document mapping, ETag writes, error
+translation, and a per-process cache of account documents.
 
-One client per process (built by :mod:`handlers.bootstrap`). Containers are created when
-missing: ``ledger`` (/accountId), ``marks`` (/symbol), ``deadletters`` (/queue).
+One client per process and event loop (built by :mod:`handlers.bootstrap`). Containers are
+created when missing: ``ledger`` (/accountId), ``marks`` (/symbol), ``deadletters`` (/queue).
 
 SDK retry settings (docs/reliability.md): throttling (429) is retried by the SDK up to 9
 times within 30 s (its defaults); connection errors are retried 3 times with a short
 back-off and requests time out after 10 s, after which the error reaches the host, which
 retries the whole message and finally poisons it.
+
+**The account cache** (docs/performance.md): the account document this process last read
+or wrote, with its ETag. ``read_account(..., fresh=False)`` answers from it; the service
+asks for that only before a conditional write, so a stale copy (another instance wrote
+since) costs one 412 and a fresh read — never a lost update. It saves the account read of
+most events on an instance that sees an account's traffic.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import warnings
-from collections.abc import Callable, Mapping
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, ServiceRequestError, ServiceResponseError
-from azure.cosmos import ContainerProxy, CosmosClient, PartitionKey
+from azure.cosmos import PartitionKey
+from azure.cosmos.aio import ContainerProxy, CosmosClient
 from azure.cosmos.exceptions import (
     CosmosAccessConditionFailedError,
     CosmosHttpResponseError,
@@ -30,7 +40,7 @@ from azure.cosmos.exceptions import (
 from handlers.core.documents import ACCOUNT_ID, AccountDoc, account_from_document
 from handlers.errors import StaleAccountState, TransientStoreError, UnreadableDocument
 
-__all__ = ["CONTAINERS", "CosmosLedgerStore", "connect"]
+__all__ = ["ACCOUNT_CACHE_SIZE", "CONTAINERS", "AccountCache", "CosmosLedgerStore", "connect"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,14 +49,45 @@ CONTAINERS: Mapping[str, str] = {
     "marks": "/symbol",
     "deadletters": "/queue",
 }
+#: Account documents kept per process (least recently used dropped first).
+ACCOUNT_CACHE_SIZE = 4096
 T = TypeVar("T")
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
 
-def _translate(call: Callable[[], T], what: str) -> T:
+class AccountCache:
+    """A bounded map accountId → the account as last read or written (with its ETag)."""
+
+    def __init__(self, size: int = ACCOUNT_CACHE_SIZE) -> None:
+        self._items: OrderedDict[str, AccountDoc] = OrderedDict()
+        self._size = size
+
+    def get(self, account_id: str) -> AccountDoc | None:
+        account = self._items.get(account_id)
+        if account is not None:
+            self._items.move_to_end(account_id)
+        return account
+
+    def put(self, account: AccountDoc) -> None:
+        if account.etag is None:
+            self.drop(account.account_id)
+            return
+        self._items[account.account_id] = account
+        self._items.move_to_end(account.account_id)
+        while len(self._items) > self._size:
+            self._items.popitem(last=False)
+
+    def drop(self, account_id: str) -> None:
+        self._items.pop(account_id, None)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+async def _translate(call: Callable[[], Awaitable[T]], what: str) -> T:
     """Run an SDK call, turning unavailability into TransientStoreError."""
     try:
-        return call()
+        return await call()
     except (
         CosmosResourceNotFoundError,
         CosmosResourceExistsError,
@@ -62,7 +103,9 @@ def _translate(call: Callable[[], T], what: str) -> T:
 
 
 def connect(endpoint: str, key: str | None, database: str) -> CosmosClient:
-    """A Cosmos client with this project's retry settings; the key, or managed identity.
+    """An asyncio Cosmos client with this project's retry settings; the key, or managed
+    identity (DefaultAzureCredential; ``AZURE_CLIENT_ID`` picks a user-assigned identity).
+    Call it inside the event loop that will use it.
 
     Raises:
         TransientStoreError: never here (the client connects lazily).
@@ -70,7 +113,7 @@ def connect(endpoint: str, key: str | None, database: str) -> CosmosClient:
     host = urlparse(endpoint).hostname or ""
     if host in _LOCAL_HOSTS:
         # The local stand-in serves a self-signed certificate; the SDK skips verification
-        # for loopback endpoints by itself and urllib3 would warn on every request.
+        # for loopback endpoints by itself.
         import urllib3
 
         warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
@@ -78,7 +121,7 @@ def connect(endpoint: str, key: str | None, database: str) -> CosmosClient:
     if key:
         credential = key
     else:
-        from azure.identity import DefaultAzureCredential
+        from azure.identity.aio import DefaultAzureCredential
 
         credential = DefaultAzureCredential()
     return CosmosClient(
@@ -100,75 +143,97 @@ def connect(endpoint: str, key: str | None, database: str) -> CosmosClient:
 class CosmosLedgerStore:
     """The ledger, marks and deadletters containers of one database."""
 
-    def __init__(self, client: CosmosClient, database: str) -> None:
+    def __init__(
+        self, client: CosmosClient, database: str, cache_size: int = ACCOUNT_CACHE_SIZE
+    ) -> None:
         self._client = client
         self._database_name = database
         self._containers: dict[str, ContainerProxy] = {}
+        self._ensure_lock = asyncio.Lock()
+        self.accounts = AccountCache(cache_size)
 
-    def ensure(self) -> None:
+    async def close(self) -> None:
+        """Close the client's connections."""
+        await self._client.close()
+
+    async def ensure(self) -> None:
         """Create the database and containers if missing.
 
         Raises:
             TransientStoreError: Cosmos is unreachable.
         """
 
-        def create() -> None:
-            db = self._client.create_database_if_not_exists(self._database_name)
+        async def create() -> None:
+            db = await self._client.create_database_if_not_exists(self._database_name)
             for name, path in CONTAINERS.items():
-                self._containers[name] = db.create_container_if_not_exists(
+                self._containers[name] = await db.create_container_if_not_exists(
                     id=name, partition_key=PartitionKey(path=path)
                 )
 
-        _translate(create, "create containers")
+        async with self._ensure_lock:
+            if len(self._containers) < len(CONTAINERS):
+                await _translate(create, "create containers")
 
-    def container(self, name: str) -> ContainerProxy:
+    async def container(self, name: str) -> ContainerProxy:
         if name not in self._containers:
-            self.ensure()
+            await self.ensure()
         return self._containers[name]
 
     # -- reads -------------------------------------------------------------------------
 
-    def _read(self, container: str, item: str, partition: str) -> dict[str, Any] | None:
-        proxy = self.container(container)
+    async def _read(self, container: str, item: str, partition: str) -> dict[str, Any] | None:
+        proxy = await self.container(container)
         try:
-            return _translate(
+            return await _translate(
                 lambda: proxy.read_item(item=item, partition_key=partition),
                 f"read {container}/{partition}/{item}",
             )
         except CosmosResourceNotFoundError:
             return None
 
-    def read_account(self, account_id: str) -> AccountDoc | None:
-        doc = self._read("ledger", ACCOUNT_ID, account_id)
+    async def read_account(self, account_id: str, *, fresh: bool = True) -> AccountDoc | None:
+        if not fresh:
+            cached = self.accounts.get(account_id)
+            if cached is not None:
+                return cached
+        doc = await self._read("ledger", ACCOUNT_ID, account_id)
         if doc is None:
+            self.accounts.drop(account_id)
             return None
-        account = account_from_document(doc)
-        if account.account_id != account_id:
-            raise UnreadableDocument(f"account document of {account_id} names {account.account_id}")
+        try:
+            account = account_from_document(doc)
+            if account.account_id != account_id:
+                raise UnreadableDocument(
+                    f"account document of {account_id} names {account.account_id}"
+                )
+        except UnreadableDocument:
+            self.accounts.drop(account_id)
+            raise
+        self.accounts.put(account)
         return account
 
-    def read_record(self, partition: str, record_id: str) -> Mapping[str, Any] | None:
-        return self._read("ledger", record_id, partition)
+    async def read_record(self, partition: str, record_id: str) -> Mapping[str, Any] | None:
+        return await self._read("ledger", record_id, partition)
 
-    def read_mark(self, symbol: str) -> Mapping[str, Any] | None:
-        return self._read("marks", "@mark", symbol)
+    async def read_mark(self, symbol: str) -> Mapping[str, Any] | None:
+        return await self._read("marks", "@mark", symbol)
 
-    def list_holders(self, symbol: str) -> list[tuple[str, str]]:
-        proxy = self.container("marks")
-        rows = _translate(
-            lambda: list(
-                proxy.query_items(
-                    "SELECT c.accountId, c._etag FROM c WHERE c.symbol = @symbol AND c.type = 'holder'",
-                    parameters=[{"name": "@symbol", "value": symbol}],
-                    partition_key=symbol,
-                )
-            ),
-            f"list holders of {symbol}",
-        )
+    async def list_holders(self, symbol: str) -> list[tuple[str, str]]:
+        proxy = await self.container("marks")
+
+        async def query() -> list[dict[str, Any]]:
+            pages = proxy.query_items(
+                "SELECT c.accountId, c._etag FROM c WHERE c.symbol = @symbol AND c.type = 'holder'",
+                parameters=[{"name": "@symbol", "value": symbol}],
+                partition_key=symbol,
+            )
+            return [row async for row in pages]
+
+        rows = await _translate(query, f"list holders of {symbol}")
         return [(str(r["accountId"]), str(r["_etag"])) for r in rows]
 
-    def upsert_holder(self, symbol: str, account_id: str) -> None:
-        proxy = self.container("marks")
+    async def upsert_holder(self, symbol: str, account_id: str) -> None:
+        proxy = await self.container("marks")
         body = {
             "id": f"holder:{account_id}",
             "symbol": symbol,
@@ -176,12 +241,14 @@ class CosmosLedgerStore:
             "type": "holder",
             "schemaVersion": 1,
         }
-        _translate(lambda: proxy.upsert_item(body=body), f"upsert holder {symbol}/{account_id}")
+        await _translate(
+            lambda: proxy.upsert_item(body=body), f"upsert holder {symbol}/{account_id}"
+        )
 
-    def delete_holder(self, symbol: str, account_id: str, etag: str) -> bool:
-        proxy = self.container("marks")
+    async def delete_holder(self, symbol: str, account_id: str, etag: str) -> bool:
+        proxy = await self.container("marks")
         try:
-            _translate(
+            await _translate(
                 lambda: proxy.delete_item(
                     item=f"holder:{account_id}",
                     partition_key=symbol,
@@ -194,55 +261,73 @@ class CosmosLedgerStore:
             return False
         return True
 
-    def read_deadletter(self, queue: str, deadletter_id: str) -> Mapping[str, Any] | None:
-        return self._read("deadletters", deadletter_id, queue)
+    async def read_deadletter(self, queue: str, deadletter_id: str) -> Mapping[str, Any] | None:
+        return await self._read("deadletters", deadletter_id, queue)
 
     # -- writes ------------------------------------------------------------------------
 
-    def _write(self, container: str, document: Mapping[str, Any], etag: str | None) -> None:
-        proxy = self.container(container)
+    async def _write(
+        self, container: str, document: Mapping[str, Any], etag: str | None
+    ) -> dict[str, Any]:
+        proxy = await self.container(container)
         body = dict(document)
         try:
             if etag is None:
-                _translate(lambda: proxy.create_item(body=body), f"create {container}")
-            else:
-                _translate(
-                    lambda: proxy.replace_item(
-                        item=body["id"],
-                        body=body,
-                        etag=etag,
-                        match_condition=MatchConditions.IfNotModified,
-                    ),
-                    f"replace {container}",
-                )
+                return await _translate(lambda: proxy.create_item(body=body), f"create {container}")
+            return await _translate(
+                lambda: proxy.replace_item(
+                    item=body["id"],
+                    body=body,
+                    etag=etag,
+                    match_condition=MatchConditions.IfNotModified,
+                ),
+                f"replace {container}",
+            )
         except (CosmosAccessConditionFailedError, CosmosResourceExistsError) as exc:
             raise StaleAccountState(f"{container} {body.get('id')} changed concurrently") from exc
         except CosmosResourceNotFoundError as exc:  # replaced a document deleted meanwhile
             raise StaleAccountState(f"{container} {body.get('id')} vanished") from exc
 
-    def write_account(self, document: Mapping[str, Any], etag: str | None) -> None:
-        self._write("ledger", document, etag)
-
-    def write_mark(self, document: Mapping[str, Any], etag: str | None) -> None:
-        self._write("marks", document, etag)
-
-    def create_record(self, record: Mapping[str, Any]) -> bool:
-        proxy = self.container("ledger")
+    async def write_account(self, document: Mapping[str, Any], etag: str | None) -> str | None:
+        account_id = str(document["accountId"])
         try:
-            _translate(lambda: proxy.create_item(body=dict(record)), "create record")
+            written = await self._write("ledger", document, etag)
+        except BaseException:
+            # A conflict, or a write whose fate is unknown: the next read goes to Cosmos.
+            self.accounts.drop(account_id)
+            raise
+        new_etag = written.get("_etag") if isinstance(written, dict) else None
+        if isinstance(new_etag, str):
+            try:
+                self.accounts.put(account_from_document({**document, "_etag": new_etag}))
+            except UnreadableDocument:  # pragma: no cover - we wrote it ourselves
+                self.accounts.drop(account_id)
+            return new_etag
+        self.accounts.drop(account_id)
+        return None
+
+    async def write_mark(self, document: Mapping[str, Any], etag: str | None) -> None:
+        await self._write("marks", document, etag)
+
+    async def create_record(self, record: Mapping[str, Any]) -> bool:
+        proxy = await self.container("ledger")
+        try:
+            await _translate(lambda: proxy.create_item(body=dict(record)), "create record")
         except CosmosResourceExistsError:
             return False
         return True
 
-    def record_deadletter(self, document: Mapping[str, Any]) -> bool:
-        proxy = self.container("deadletters")
+    async def record_deadletter(self, document: Mapping[str, Any]) -> bool:
+        proxy = await self.container("deadletters")
         for _ in range(20):
             try:
-                _translate(lambda: proxy.create_item(body=dict(document)), "create deadletter")
+                await _translate(
+                    lambda: proxy.create_item(body=dict(document)), "create deadletter"
+                )
                 return True
             except CosmosResourceExistsError:
                 pass
-            current = self.read_deadletter(str(document["queue"]), str(document["id"]))
+            current = await self.read_deadletter(str(document["queue"]), str(document["id"]))
             if current is None:
                 continue
             updated = {k: v for k, v in current.items() if not k.startswith("_")}
@@ -251,7 +336,7 @@ class CosmosLedgerStore:
             if document.get("lastError"):
                 updated["lastError"] = document["lastError"]
             try:
-                self._write("deadletters", updated, current["_etag"])
+                await self._write("deadletters", updated, current["_etag"])
                 return False
             except StaleAccountState:
                 continue

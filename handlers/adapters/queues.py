@@ -8,16 +8,16 @@ nothing. With the SDK the service sends before it writes the record (docs/alerts
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import logging
-import threading
 from collections.abc import Mapping, Sequence
 
 from azure.core.exceptions import ResourceExistsError
-from azure.storage.queue import QueueClient
+from azure.storage.queue.aio import QueueClient
 
-from handlers.adapters.storage import queue_service
+from handlers.adapters.storage import async_queue_service
 from handlers.core.contracts import Alert
 
 __all__ = ["QueueAlertSink", "encode_alert"]
@@ -32,34 +32,44 @@ def encode_alert(alert: Alert) -> str:
 
 
 class QueueAlertSink:
-    """Sends alerts to the alerts queue, creating it on first use."""
+    """Sends alerts to the alerts queue (asyncio client), creating it on first use."""
 
     def __init__(self, settings: Mapping[str, str], connection: str, queue: str) -> None:
-        self._service = queue_service(settings, connection)
+        self._service = async_queue_service(settings, connection)
         self._client: QueueClient = self._service.get_queue_client(queue)
         self._ready = False
-        self._lock = threading.Lock()
+        self._lock = asyncio.Lock()
 
-    def _ensure(self) -> None:
+    async def close(self) -> None:
+        """Close the client's connections."""
+        await self._client.close()
+        await self._service.close()
+
+    async def _ensure(self) -> None:
         if self._ready:
             return
-        with self._lock:
+        async with self._lock:
             if not self._ready:
                 with contextlib.suppress(ResourceExistsError):
-                    self._client.create_queue()
+                    await self._client.create_queue()
                 self._ready = True
 
-    def send(self, alerts: Sequence[Alert]) -> None:
-        """Send each alert as one message.
+    async def send(self, alerts: Sequence[Alert]) -> None:
+        """Send each alert as one message (concurrently when there are several).
 
         Raises:
-            azure.core.exceptions.AzureError: the queue could not be written.
+            azure.core.exceptions.AzureError: the queue could not be written (some of
+                several alerts may have been sent; a retry re-sends them with the same
+                alertIds).
         """
         if not alerts:
             return
-        self._ensure()
+        await self._ensure()
+        if len(alerts) == 1:
+            await self._client.send_message(encode_alert(alerts[0]))
+        else:
+            await asyncio.gather(*(self._client.send_message(encode_alert(a)) for a in alerts))
         for alert in alerts:
-            self._client.send_message(encode_alert(alert))
             logger.info(
                 "alert %s %s account=%s source=%s",
                 alert.type,

@@ -98,7 +98,7 @@ def test_stale_mark_alerts_once_per_stale_mark(app: AppUnderTest) -> None:
     from dataclasses import replace as dc_replace
     from datetime import UTC, datetime
 
-    from handlers.service import check_stale_marks, process_mark_message, process_trade_message
+    from tests.aio import check_stale_marks, process_mark_message, process_trade_message
     from tests.integration.test_marks_scale import body, in_process
 
     deps, _store = in_process(app)

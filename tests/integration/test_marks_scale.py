@@ -14,8 +14,9 @@ import pytest
 from handlers.adapters.cosmos_store import CosmosLedgerStore, connect
 from handlers.adapters.queues import QueueAlertSink
 from handlers.core.catalog import load_catalog
-from handlers.service import Deps, process_mark_message, process_trade_message
+from handlers.service import Deps
 from handlers.settings import load_settings
+from tests.aio import process_mark_message, process_trade_message
 from tests.integration.test_pipeline import fill, ran_ok
 from tests.support import AppUnderTest
 

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from handlers.service import Deps, process_trade_message
+from handlers.service import Deps
+from tests.aio import process_trade_message
 from tests.integration.test_marks_scale import CountingStore, in_process
 from tests.integration.test_pipeline import deposit, fill, ran_ok
 from tests.support import REPO, AppUnderTest
@@ -41,11 +42,11 @@ class FaultyStore(CountingStore):
         if not callable(real):
             return real
 
-        def maybe(*args: Any, **kwargs: Any) -> Any:
+        async def maybe(*args: Any, **kwargs: Any) -> Any:
             if not self.fired and self.point == f"before {name}":
                 self.fired = True
                 raise Crash(self.point)
-            out = real(*args, **kwargs)
+            out = await real(*args, **kwargs)
             if not self.fired and self.point == f"after {name}":
                 self.fired = True
                 raise Crash(self.point)
@@ -59,11 +60,11 @@ class FaultySink:
         self.inner = inner
         self.fail = fail
 
-    def send(self, alerts: Any) -> None:
+    async def send(self, alerts: Any) -> None:
         if self.fail:
             self.fail = False
             raise Crash("before the alert")
-        self.inner.send(alerts)
+        await self.inner.send(alerts)
 
 
 def b64(message: dict[str, Any]) -> bytes:

@@ -23,8 +23,9 @@ from typing import Any
 import pytest
 
 from handlers.core.catalog import load_catalog
-from handlers.service import Deps, process_mark_message, process_trade_message
+from handlers.service import Deps
 from handlers.settings import load_settings
+from tests.aio import process_mark_message, process_trade_message
 from tests.integration.test_pipeline import deposit, fill
 from tests.support import REPO, AppUnderTest
 from tests.unit.fakes import FakeSink, FakeStore

@@ -1,6 +1,6 @@
 """In-memory fakes of the service's ports (handlers.ports) with Cosmos-like semantics.
 
-- :class:`FakeStore` keeps JSON copies of every document (what Cosmos would hand back),
+- :class:`FakeStore` (async, like the real adapter) keeps JSON copies of every document (what Cosmos would hand back),
   stamps an ``_etag`` on account and mark documents and holder-index entries, refuses a
   create over an existing document (409 → StaleAccountState) and a replace with a stale
   ETag (412), creates records only once, deletes a holder entry only while its ETag is
@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import json
 from collections.abc import Callable, Mapping, Sequence
@@ -52,9 +53,11 @@ class FakeStore:
         self.account_writes = 0
         self.record_creates = 0
         #: Called with the document before each account write; may raise (inject faults).
-        self.before_account_write: Callable[[Mapping[str, Any], str | None], None] | None = None
+        self.before_account_write: Callable[[Mapping[str, Any], str | None], Any] | None = None
         #: Raise StoreDown on the next N record creations (a crash after the state write).
         self.fail_record_creates = 0
+        #: Copies handed to the next ``fresh=False`` reads (a process cache gone stale).
+        self.stale_reads: list[AccountDoc] = []
         self._etags = itertools.count(1)
 
     def _etag(self) -> str:
@@ -62,13 +65,19 @@ class FakeStore:
 
     # -- accounts ----------------------------------------------------------------------
 
-    def read_account(self, account_id: str) -> AccountDoc | None:
+    async def read_account(self, account_id: str, *, fresh: bool = True) -> AccountDoc | None:
+        if not fresh and self.stale_reads:
+            stale = self.stale_reads.pop(0)
+            if stale.account_id == account_id:
+                return stale
         doc = self.accounts.get(account_id)
         return None if doc is None else account_from_document(_copy(doc))
 
-    def write_account(self, document: Mapping[str, Any], etag: str | None) -> None:
+    async def write_account(self, document: Mapping[str, Any], etag: str | None) -> str | None:
         if self.before_account_write is not None:
-            self.before_account_write(document, etag)
+            hooked = self.before_account_write(document, etag)
+            if inspect.isawaitable(hooked):
+                await hooked
         assert document["id"] == ACCOUNT_ID
         account_id = str(document["accountId"])
         current = self.accounts.get(account_id)
@@ -81,6 +90,7 @@ class FakeStore:
         stored["_etag"] = self._etag()
         self.accounts[account_id] = stored
         self.account_writes += 1
+        return str(stored["_etag"])
 
     def account(self, account_id: str) -> dict[str, Any]:
         """The stored account document (test helper)."""
@@ -88,11 +98,11 @@ class FakeStore:
 
     # -- records -----------------------------------------------------------------------
 
-    def read_record(self, partition: str, record_id: str) -> Mapping[str, Any] | None:
+    async def read_record(self, partition: str, record_id: str) -> Mapping[str, Any] | None:
         doc = self.records.get((partition, record_id))
         return None if doc is None else _copy(doc)
 
-    def create_record(self, record: Mapping[str, Any]) -> bool:
+    async def create_record(self, record: Mapping[str, Any]) -> bool:
         if self.fail_record_creates > 0:
             self.fail_record_creates -= 1
             raise StoreDown("record write failed (injected)")
@@ -105,11 +115,11 @@ class FakeStore:
 
     # -- marks -------------------------------------------------------------------------
 
-    def read_mark(self, symbol: str) -> Mapping[str, Any] | None:
+    async def read_mark(self, symbol: str) -> Mapping[str, Any] | None:
         doc = self.marks.get(symbol)
         return None if doc is None else _copy(doc)
 
-    def write_mark(self, document: Mapping[str, Any], etag: str | None) -> None:
+    async def write_mark(self, document: Mapping[str, Any], etag: str | None) -> None:
         symbol = str(document["symbol"])
         current = self.marks.get(symbol)
         if etag is None:
@@ -123,13 +133,13 @@ class FakeStore:
 
     # -- holder index ------------------------------------------------------------------
 
-    def list_holders(self, symbol: str) -> list[tuple[str, str]]:
+    async def list_holders(self, symbol: str) -> list[tuple[str, str]]:
         return sorted(self.holders.get(symbol, {}).items())
 
-    def upsert_holder(self, symbol: str, account_id: str) -> None:
+    async def upsert_holder(self, symbol: str, account_id: str) -> None:
         self.holders.setdefault(symbol, {})[account_id] = self._etag()
 
-    def delete_holder(self, symbol: str, account_id: str, etag: str) -> bool:
+    async def delete_holder(self, symbol: str, account_id: str, etag: str) -> bool:
         entries = self.holders.get(symbol, {})
         if entries.get(account_id) != etag:
             return False
@@ -138,11 +148,11 @@ class FakeStore:
 
     # -- deadletters -------------------------------------------------------------------
 
-    def read_deadletter(self, queue: str, deadletter_id: str) -> Mapping[str, Any] | None:
+    async def read_deadletter(self, queue: str, deadletter_id: str) -> Mapping[str, Any] | None:
         doc = self.deadletters.get((queue, deadletter_id))
         return None if doc is None else _copy(doc)
 
-    def record_deadletter(self, document: Mapping[str, Any]) -> bool:
+    async def record_deadletter(self, document: Mapping[str, Any]) -> bool:
         key = (str(document["queue"]), str(document["id"]))
         current = self.deadletters.get(key)
         if current is None:
@@ -163,7 +173,7 @@ class FakeSink:
         #: Raise SinkDown on the next N sends (nothing of that call is sent).
         self.fail_sends = 0
 
-    def send(self, alerts: Sequence[Alert]) -> None:
+    async def send(self, alerts: Sequence[Alert]) -> None:
         if self.fail_sends > 0:
             self.fail_sends -= 1
             raise SinkDown("alerts queue unavailable (injected)")
@@ -191,5 +201,5 @@ class FakeClock:
     def advance(self, seconds: float) -> None:
         self.now += timedelta(seconds=seconds)
 
-    def sleep(self, seconds: float) -> None:
+    async def sleep(self, seconds: float) -> None:
         self.advance(seconds)

@@ -29,11 +29,13 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from handlers import bootstrap, entrypoints
+from handlers import bootstrap
 from handlers.core.catalog import load_catalog
 from handlers.core.documents import UNATTRIBUTED
-from handlers.service import Deps, process_mark_message, process_poison, process_trade_message
+from handlers.service import Deps
 from handlers.settings import load_settings
+from tests import aio
+from tests.aio import process_mark_message, process_poison, process_trade_message
 from tests.events import as_body, load_event
 
 from .fakes import FakeClock, FakeSink, FakeStore
@@ -238,11 +240,11 @@ def test_logs_carry_ids_and_outcomes_but_no_key_connection_string_or_body(
         bodies.append(raw)
         message = FakeMessage(f"msg-{len(bodies)}", dequeue, raw)
         if kind == "trade":
-            entrypoints.trade(message)
+            aio.trade(message)
         elif kind == "mark":
-            entrypoints.mark(message)
+            aio.mark(message)
         else:
-            entrypoints.poison(message, "trades")
+            aio.poison(message, "trades")
 
     send("trade", deposit)
     send("trade", fill)

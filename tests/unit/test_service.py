@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from handlers import service
 from handlers.core.alerts import alert_id
 from handlers.core.catalog import load_catalog
 from handlers.core.decimals import format_decimal
@@ -19,11 +20,9 @@ from handlers.service import (
     Deps,
     Outcome,
     note_failure,
-    process_mark_message,
-    process_poison,
-    process_trade_message,
 )
 from handlers.settings import load_settings
+from tests.aio import process_mark_message, process_poison, process_trade_message, run
 from tests.events import as_body, load_event
 
 from .fakes import FakeClock, FakeSink, FakeStore, SinkDown, StoreDown
@@ -495,10 +494,11 @@ def test_etag_conflict_is_retried(deps: Deps, store: FakeStore) -> None:
 def test_concurrent_writer_is_not_lost(deps: Deps, store: FakeStore) -> None:
     funded(deps)
 
-    def concurrent_deposit(_doc: Any, _etag: str | None) -> None:
+    async def concurrent_deposit(_doc: Any, _etag: str | None) -> None:
         store.before_account_write = None
         other = event("transfer_deposit_usdt", transferId="X-DEP-0002", amount="500")
-        assert trade(deps, other).kind == "APPLIED"  # lands between our read and write
+        outcome = await service.process_trade_message(as_body(other), deps)
+        assert outcome.kind == "APPLIED"  # lands between our read and write
 
     store.before_account_write = concurrent_deposit
     assert trade(deps, load_event("fill_btcusdt_long")).kind == "APPLIED"
@@ -811,8 +811,8 @@ def open_btc(deps: Deps, account: str = ACCT, **changes: Any) -> None:
 
 def test_opening_a_position_indexes_the_holder(deps: Deps, store: FakeStore) -> None:
     open_btc(deps)
-    assert [a for a, _ in store.list_holders("BTCUSDT")] == [ACCT]
-    assert store.list_holders("ETHUSDT") == []
+    assert [a for a, _ in run(store.list_holders("BTCUSDT"))] == [ACCT]
+    assert run(store.list_holders("ETHUSDT")) == []
 
 
 def test_a_mark_revalues_open_positions(deps: Deps, store: FakeStore, sink: FakeSink) -> None:
@@ -908,7 +908,7 @@ def test_a_closed_holder_leaves_the_index(deps: Deps, store: FakeStore, sink: Fa
     assert trade(deps, close).kind == "APPLIED"
     writes = store.account_writes
     marks(deps, mark_at("50000"))
-    assert store.list_holders("BTCUSDT") == []
+    assert run(store.list_holders("BTCUSDT")) == []
     assert store.account_writes == writes  # nothing open to re-value
     assert sink.sent == []
 
@@ -1028,3 +1028,48 @@ def test_a_large_exponent_mark_keeps_fills_working(deps: Deps, store: FakeStore)
     assert outcome.kind == "APPLIED"
     funded(deps)
     assert trade(deps, load_event("fill_btcusdt_long")).kind == "APPLIED"  # actual: raises
+
+
+# --- the process's cached account copy ------------------------------------------------
+
+
+def test_a_stale_cached_copy_costs_a_conflict_never_an_update(deps: Deps, store: FakeStore) -> None:
+    funded(deps)
+    stale = run(store.read_account(ACCT))
+    assert stale is not None
+    trade(deps, event("transfer_deposit_usdt", transferId="X-DEP-0002", amount="500"))
+    writes = store.account_writes
+    store.stale_reads.append(stale)  # the fill's first read gets the copy before X-DEP-0002
+    assert trade(deps, load_event("fill_btcusdt_long")).kind == "APPLIED"
+    assert store.stale_reads == []  # the copy was used...
+    assert store.account_writes == writes + 1  # ...its write refused (412), the retry landed
+    doc = store.account(ACCT)
+    assert doc["recentEventIds"] == ["X-DEP-0001", "X-DEP-0002", FILL_ID]
+    assert doc["wallets"]["USDT"]["walletBalance"] == "1497.6"
+
+
+def test_a_stale_cached_copy_cannot_hide_a_holder_from_a_mark(deps: Deps, store: FakeStore) -> None:
+    funded(deps)
+    before_fill = run(store.read_account(ACCT))  # no position yet: "nothing to re-value"
+    assert before_fill is not None
+    assert trade(deps, load_event("fill_btcusdt_long")).kind == "APPLIED"
+    store.stale_reads.append(before_fill)
+    [outcome] = marks(deps, mark_at("61000", "2024-10-01T15:00:00Z"))
+    assert outcome.kind == "APPLIED"
+    assert store.stale_reads == []
+    (position,) = store.account(ACCT)["positions"]
+    assert position["markPrice"] == "61000"  # re-valued from a fresh read
+    assert [a for a, _ in run(store.list_holders("BTCUSDT"))] == [ACCT]  # still indexed
+
+
+def test_a_stale_cached_duplicate_is_still_a_duplicate(
+    deps: Deps, store: FakeStore, sink: FakeSink
+) -> None:
+    funded(deps)
+    assert trade(deps, load_event("fill_btcusdt_long")).kind == "APPLIED"
+    current = run(store.read_account(ACCT))
+    assert current is not None
+    sent = len(sink.sent)
+    store.stale_reads.append(current)
+    assert trade(deps, load_event("fill_btcusdt_long")).kind == "DUPLICATE"
+    assert len(sink.sent) == sent
