@@ -155,6 +155,20 @@ def liquidation_price(
     open_legs = [leg for leg in legs if leg.quantity != 0]
     if not open_legs:
         return None
+    if len(open_legs) == 1:
+        return _one_leg(instrument, open_legs[0], mark, wallet, other_maint, other_upnl)
+    return _legs(instrument, open_legs, mark, wallet, other_maint, other_upnl)
+
+
+def _legs(
+    instrument: Instrument,
+    open_legs: Sequence[Leg],
+    mark: Decimal,
+    wallet: Decimal,
+    other_maint: Decimal,
+    other_upnl: Decimal,
+) -> Liquidation | None:
+    """:func:`liquidation_price` of any number of open legs."""
     terms = _Legs(instrument, open_legs)
     inverse = terms.inverse
     sizes = terms.sizes
@@ -192,4 +206,49 @@ def liquidation_price(
             winner = max((key, next_key), key=max)
             return seen[winner]
         brackets = nxt
+    return result
+
+
+def _one_leg(
+    instrument: Instrument,
+    leg: Leg,
+    mark: Decimal,
+    wallet: Decimal,
+    other_maint: Decimal,
+    other_upnl: Decimal,
+) -> Liquidation | None:
+    """:func:`liquidation_price` of one leg: the same operations in the same order, with
+    bracket numbers for keys."""
+    cs = instrument.contract_size
+    inverse = instrument.is_inverse
+    bracket_for = instrument.bracket_for
+    size = m_mul(m_abs(leg.quantity), cs)
+    qcs = m_mul(leg.quantity, cs)
+    terms = m_add(ZERO, m_div(qcs, leg.entry_price) if inverse else m_mul(qcs, leg.entry_price))
+    base = m_add(m_sub(wallet, other_maint), other_upnl)
+    bracket = bracket_for(m_div(size, mark) if inverse else m_mul(size, mark))
+    seen: dict[int, Liquidation | None] = {}
+    result: Liquidation | None = None
+    for _ in range(MAX_BRACKET_ITERATIONS):
+        key = bracket.bracket
+        full = m_add(base, m_add(ZERO, bracket.maint_amount))
+        if inverse:
+            num = m_add(ZERO, m_add(m_mul(size, bracket.maint_margin_ratio), qcs))
+            den = m_add(full, terms)
+        else:
+            num = m_sub(full, terms)
+            den = m_add(ZERO, m_sub(m_mul(size, bracket.maint_margin_ratio), qcs))
+        if den == 0:
+            return None
+        price = m_div(num, den)
+        if not price > 0:
+            return None
+        result = Liquidation(price, den < 0 if not inverse else num > 0)
+        seen[key] = result
+        bracket = bracket_for(m_div(size, price) if inverse else m_mul(size, price))
+        next_key = bracket.bracket
+        if next_key == key:
+            return result
+        if next_key in seen:
+            return seen[max(key, next_key)]
     return result

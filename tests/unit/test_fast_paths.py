@@ -297,3 +297,30 @@ def test_valuation_memo_gives_what_a_fresh_valuation_gives() -> None:
         assert warm == cold
         ledgers[account] = ledger
     assert len(CATALOG.valuation_cache) > 0
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    st.sampled_from(["BTCUSDT", "ETHUSDT", "BTCUSD_PERP"]),
+    st.integers(-(10**7), 10**7).filter(bool),
+    st.integers(1, 10**6),
+    st.integers(1, 10**6),
+    st.integers(-(10**9), 10**9),
+    st.integers(0, 10**6),
+    st.integers(-(10**6), 10**6),
+)
+def test_one_leg_liquidation_is_the_general_formula(
+    symbol: str, qty: int, entry: int, mark: int, wallet: int, tmm: int, upnl: int
+) -> None:
+    from handlers.core import margin
+
+    inst = CATALOG.instruments[symbol]
+    scale = Decimal("0.001")
+    leg = margin.Leg(Decimal(qty) * scale, Decimal(entry) / 10)
+    args = (
+        Decimal(mark) / 10,
+        Decimal(wallet) * scale,
+        Decimal(tmm) * scale,
+        Decimal(upnl) * scale,
+    )
+    assert margin._one_leg(inst, leg, *args) == margin._legs(inst, [leg], *args)
