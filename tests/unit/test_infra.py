@@ -230,3 +230,20 @@ def test_host_sampling_never_drops_invocations() -> None:
     sampling = host["logging"]["applicationInsights"]["samplingSettings"]
     excluded = {t.strip() for t in sampling["excludedTypes"].split(";")}
     assert {"Request", "Exception"} <= excluded
+
+
+def test_the_workflow_tests_every_push_and_deploys_main_with_oidc() -> None:
+    workflow = (ROOT / ".github" / "workflows" / "ci-cd.yml").read_text(encoding="utf-8")
+    test_job = workflow[workflow.index("  test:") : workflow.index("  deploy:")]
+    deploy_job = workflow[workflow.index("  deploy:") :]
+    assert 'branches: ["**"]' in workflow and "pull_request:" in workflow
+    assert "run: bash scripts/test.sh" in test_job
+    assert "needs: test" in deploy_job
+    assert "github.ref == 'refs/heads/main'" in deploy_job
+    assert "id-token: write" in deploy_job
+    assert "uses: azure/login@v2" in deploy_job
+    assert "uses: Azure/functions-action@v1" in deploy_job
+    assert "sku: flexconsumption" in deploy_job
+    assert "remote-build: true" in deploy_job
+    assert "--exclude-from=.funcignore" in deploy_job
+    assert "publish-profile" not in workflow  # no basic-auth deployment secret
