@@ -103,6 +103,9 @@ def clean_venv() -> Path:
     (scratch / ".installed").write_text(key, encoding="utf-8")
     shutil.rmtree(venv, ignore_errors=True)
     scratch.rename(venv)  # the interpreter is a symlink: the venv survives the move
+    for stale in venv.parent.glob("clean-venv-*"):  # venvs of older requirements
+        if stale != venv and ".tmp-" not in stale.name:
+            shutil.rmtree(stale, ignore_errors=True)
     return venv
 
 
