@@ -5,15 +5,17 @@ Starts its own Azurite and Cosmos server on free ports (stopped at the end, by p
 group), then for each run, each phase on fresh queue names and a fresh database:
 
 - **pipeline**: deposits and marks are drained first (untimed); then N FILLs are
-  enqueued and ``python -m devhost run --drain`` is timed from spawn to exit. Every fill
-  raises one LARGE_TRADE alert (``RISK_LARGE_TRADE_NOTIONAL=USDT:1``), so the alerts give
-  the enqueue → alert latency. A paced pass (devhost already listening, fills sent at a
+  enqueued and ``python -m devhost run --drain`` is timed from spawn to exit. Every K-th
+  fill (``--alert-every``, default 10) is a large one (1,200 USDT) that raises one
+  LARGE_TRADE alert (``RISK_LARGE_TRADE_NOTIONAL=USDT:1000``; the others are 25–603 USDT),
+  so those alerts give the enqueue → alert latency; ``--alert-every 1`` alerts on every
+  fill. A paced pass (devhost already listening, fills sent at a
   fixed rate) gives the latency without a backlog.
 - **counts**: the same service code in process (``process_trade_message`` on the real
   Cosmos store and alert sink, wrapped by counting proxies) over a sample of fills.
 - **floor**: one asyncio loop, one queue and one Cosmos client, 24 in flight: receive
   (32 per call), one account point read, one conditional write, delete. Run twice: as
-  such, and with one alert sent per message (the pipeline here sends one per fill).
+  such, and with one alert sent for each large fill (the alerts this workload needs).
 - **naive**: one message at a time with the synchronous SDKs, as common samples do.
 
 Prints one JSON document on stdout; logs go to stderr.
@@ -27,6 +29,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import inspect
 import json
 import logging
 import math
@@ -67,6 +70,9 @@ ENQUEUE_CONCURRENCY = 16
 #: The floor gives up when the queue yields nothing for this long (it should never).
 STALL_SECONDS = 60.0
 MARK_PRICES = {"BTCUSDT": 60000, "ETHUSDT": 2500}
+#: A large fill: 0.02 BTC at ~60,000 = ~1,200 USDT, at or above LARGE_TRADE_USDT.
+LARGE_BTC = Decimal("0.02")
+LARGE_TRADE_USDT = 1000
 DEPOSIT_USDT = "1000000"
 LEVERAGE = 10
 # Names the app reads; removed from devhost's environment so only the settings file counts.
@@ -104,11 +110,17 @@ class Workload:
 
 
 def make_fills(
-    count: int, accounts: Sequence[str], rng: random.Random, prefix: str, when: datetime
+    count: int,
+    accounts: Sequence[str],
+    rng: random.Random,
+    prefix: str,
+    when: datetime,
+    alert_every: int = 1,
 ) -> list[dict[str, Any]]:
     """Valid FILLs that only add to a position (one side per account and symbol), on tick
     and step, notional above minNotional (100 USDT BTCUSDT, 20 USDT ETHUSDT), within 0.5 %
-    of the mark (the price band is 5 %)."""
+    of the mark (the price band is 5 %). Every ``alert_every``-th is a large BTCUSDT fill
+    (~1,200 USDT); the others stay below 1,000 USDT."""
     sides = {
         (a, s): ("BUY" if zlib.crc32(f"{a}/{s}".encode()) % 2 else "SELL")
         for a in accounts
@@ -118,8 +130,11 @@ def make_fills(
     for n in range(count):
         account = accounts[rng.randrange(len(accounts))]
         symbol = rng.choice(list(MARK_PRICES))
+        large = n % alert_every == alert_every - 1
+        if large:
+            symbol = "BTCUSDT"
         if symbol == "BTCUSDT":  # 0.002..0.010 BTC at 59700..60300: 119..603 USDT
-            quantity = Decimal("0.002") * rng.randint(1, 5)
+            quantity = LARGE_BTC if large else Decimal("0.002") * rng.randint(1, 5)
             price = f"{60000 + rng.randint(-300, 300)}.{rng.randint(0, 9)}"
         else:  # 0.01..0.10 ETH at 2490..2510: 24.9..251 USDT
             quantity = Decimal("0.01") * rng.randint(1, 10)
@@ -141,7 +156,14 @@ def make_fills(
     return out
 
 
-def make_workload(fills: int, accounts: int, seed: int, prefix: str = "t") -> Workload:
+def is_large(fill: Mapping[str, Any]) -> bool:
+    """Whether a fill's notional (at its price) reaches the LARGE_TRADE threshold."""
+    return abs(float(fill["quantity"]) * float(fill["price"])) >= LARGE_TRADE_USDT
+
+
+def make_workload(
+    fills: int, accounts: int, seed: int, prefix: str = "t", alert_every: int = 1
+) -> Workload:
     rng = random.Random(seed)
     now = datetime.now(UTC)
     ids = [f"acc{i:05d}" for i in range(accounts)]
@@ -168,7 +190,7 @@ def make_workload(fills: int, accounts: int, seed: int, prefix: str = "t") -> Wo
         }
         for a in ids
     ]
-    return Workload(ids, marks, deposits, make_fills(fills, ids, rng, prefix, now))
+    return Workload(ids, marks, deposits, make_fills(fills, ids, rng, prefix, now, alert_every))
 
 
 # --------------------------------------------------------------------------- helpers
@@ -438,8 +460,8 @@ def app_settings(
         "MARKS_QUEUE": names.marks,
         "ALERTS_QUEUE": alerts_queue or names.alerts,
         "COSMOS_DATABASE": names.database,
-        # Every fill raises one LARGE_TRADE alert: an alert per fill for the latency.
-        "RISK_LARGE_TRADE_NOTIONAL": "USDT:1",
+        # A large fill raises one LARGE_TRADE alert: its latency is enqueue → alert.
+        "RISK_LARGE_TRADE_NOTIONAL": f"USDT:{LARGE_TRADE_USDT}",
     }
 
 
@@ -515,8 +537,10 @@ def pipeline_phase(
         startup = (timed.listening - timed.spawned) if timed.listening is not None else None
         alerts = read_alerts(conn, names.alerts)
         latencies, created, types, repeats = _latencies(alerts, stamps)
+        # Fills per second between the first and the last alert: the alerts are spread
+        # evenly over the fills (one every n / alerts fills).
         steady = (
-            (len(created) - 1) / (max(created) - min(created))
+            (len(created) - 1) * (n / len(created)) / (max(created) - min(created))
             if len(created) > 1 and max(created) > min(created)
             else None
         )
@@ -628,6 +652,14 @@ class _Counting:
         if not callable(attr):
             return attr
 
+        if not inspect.iscoroutinefunction(attr):  # e.g. query_items: a pager, one query
+
+            def counted_sync(*args: Any, **kwargs: Any) -> Any:
+                self.calls[name] += 1
+                return attr(*args, **kwargs)
+
+            return counted_sync
+
         async def counted(*args: Any, **kwargs: Any) -> Any:
             self.calls[name] += 1
             started = time.perf_counter()
@@ -641,6 +673,28 @@ class _Counting:
     def reset(self) -> None:
         self.calls.clear()
         self.seconds = 0.0
+
+
+class _CountingAll:
+    """The sum of several counters (one per Cosmos container), by container.method."""
+
+    def __init__(self, parts: Mapping[str, _Counting]) -> None:
+        self._parts = parts
+
+    @property
+    def calls(self) -> Counter[str]:
+        out: Counter[str] = Counter()
+        for container, part in self._parts.items():
+            out.update({f"{container}.{k}": v for k, v in part.calls.items()})
+        return out
+
+    @property
+    def seconds(self) -> float:
+        return sum(part.seconds for part in self._parts.values())
+
+    def reset(self) -> None:
+        for part in self._parts.values():
+            part.reset()
 
 
 def count_phase(ls: LocalServices, sample: Workload) -> dict[str, Any]:
@@ -664,14 +718,18 @@ async def _count_phase(ls: LocalServices, sample: Workload) -> dict[str, Any]:
         cosmos = connect(settings.cosmos_endpoint, settings.cosmos_key, settings.cosmos_database)
         inner = CosmosLedgerStore(cosmos, settings.cosmos_database)
         await inner.ensure()
-        store = _Counting(inner)
+        # Count Cosmos requests, not store methods: a read the account cache answers is
+        # no request. Each container proxy of the store is wrapped; their calls are added.
+        proxies = {name: _Counting(proxy) for name, proxy in inner._containers.items()}
+        inner._containers.update(proxies)
+        store = _CountingAll(proxies)
         sink = QueueAlertSink(settings.environ, settings.storage_connection, settings.alerts_queue)
         client = _Counting(sink._client)  # the SDK QueueClient the sink sends with
         sink._client = client  # type: ignore[assignment]
         deps = Deps(
             settings=settings,
             catalog=load_catalog(settings.instruments_file),
-            store=store,
+            store=inner,
             sink=sink,
         )
         for mark in sample.marks:
@@ -815,7 +873,7 @@ async def _floor_loop(ls: LocalServices, names: Names, n: int, alerts: bool) -> 
                         break
                     except (CosmosAccessConditionFailedError, CosmosResourceExistsError):
                         conflicts += 1
-                if alerts:
+                if alerts and is_large(event):
                     alert = {
                         "type": "LARGE_TRADE",
                         "sourceId": event["tradeId"],
@@ -963,16 +1021,17 @@ def naive_phase(ls: LocalServices, workload: Workload, n: int, run: int) -> dict
             )
             container.upsert_item(account)
             container.upsert_item({**data, "id": data["tradeId"]})
-            alerts.send_message(
-                json.dumps(
-                    {
-                        "type": "LARGE_TRADE",
-                        "accountId": account_id,
-                        "tradeId": data["tradeId"],
-                        "notional": notional,
-                    }
+            if notional >= LARGE_TRADE_USDT:
+                alerts.send_message(
+                    json.dumps(
+                        {
+                            "type": "LARGE_TRADE",
+                            "accountId": account_id,
+                            "tradeId": data["tradeId"],
+                            "notional": notional,
+                        }
+                    )
                 )
-            )
             trades.delete_message(message)
             processed += 1
         seconds = time.monotonic() - started
@@ -1163,6 +1222,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="start fresh local services once (bench), for each run, or for each phase "
         "(default: Azurite's in-memory store was seen to slow down as a process ages)",
     )
+    parser.add_argument(
+        "--alert-every",
+        type=int,
+        default=10,
+        help="every K-th fill is large and raises a LARGE_TRADE alert (default 10; 1: all)",
+    )
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -1176,8 +1241,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("azure.cosmos._GlobalEndpointManager").setLevel(logging.CRITICAL)
     warnings.filterwarnings("ignore", message="Unverified HTTPS request")
 
-    workload = make_workload(args.messages, args.accounts, args.seed)
-    sample = make_workload(args.sample, max(1, args.sample // 10), args.seed + 1, prefix="s")
+    if args.alert_every < 1:
+        parser.error("--alert-every must be at least 1")
+    workload = make_workload(args.messages, args.accounts, args.seed, alert_every=args.alert_every)
+    sample = make_workload(
+        args.sample, max(1, args.sample // 10), args.seed + 1, "s", args.alert_every
+    )
     naive_n = min(args.naive_messages, args.messages)
     started = time.monotonic()
     load_before = os.getloadavg()

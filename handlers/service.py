@@ -23,7 +23,7 @@ import random
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -123,6 +123,32 @@ class _Recent:
             return key in self._items
 
 
+class _AccountLocks:
+    """One holder per account at a time within this process (asyncio): events of one
+    account wait for each other instead of losing ETag races to each other. Other
+    processes are still kept out by the conditional write alone."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, account_id: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(account_id) or (asyncio.Lock(), 0)
+        self._locks[account_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[account_id]
+            if users == 1:
+                del self._locks[account_id]
+            else:
+                self._locks[account_id] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
 @dataclass
 class Deps:
     """What the service needs; built once per process by :mod:`handlers.bootstrap`."""
@@ -135,6 +161,7 @@ class Deps:
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     completed: _Recent = field(default_factory=_Recent)
     last_errors: _Recent = field(default_factory=lambda: _Recent(10_000))
+    account_locks: _AccountLocks = field(default_factory=_AccountLocks)
 
     @property
     def thresholds(self) -> Thresholds:
@@ -508,19 +535,29 @@ async def _process_event(
 ) -> Outcome:
     account_id = event.accountId
     for attempt in range(MAX_WRITE_ATTEMPTS):
-        # The first try may use this process's cached copy: the write below is conditional,
-        # so a stale copy only costs a 412, and the retry reads afresh.
-        fresh = attempt > 0
-        account = await deps.store.read_account(account_id, fresh=fresh) or AccountDoc(account_id)
-        if event.event_id in account.recent_ids:
-            return await _complete_duplicate(deps, account, event.event_id, retry)
-        if await _was_evicted_duplicate(deps, account, event.event_id):
-            return Outcome("DUPLICATE", event.event_id, account_id, detail="caught by its record")
-        account = await _settle_pending(deps, account)
-        new, _alerts_sent, doc, outcome = await _apply(deps, event, account, raw, digest, queue)
-        try:
-            await deps.store.write_account(doc, account.etag)
-        except StaleAccountState:
+        # One event of an account at a time in this process (others wait instead of
+        # losing an ETag race), from the read to the conditional write.
+        async with deps.account_locks.hold(account_id):
+            # The first try may use this process's cached copy: the write is conditional,
+            # so a stale copy only costs a 412, and the retry reads afresh.
+            fresh = attempt > 0
+            account = await deps.store.read_account(account_id, fresh=fresh) or AccountDoc(
+                account_id
+            )
+            if event.event_id in account.recent_ids:
+                return await _complete_duplicate(deps, account, event.event_id, retry)
+            if await _was_evicted_duplicate(deps, account, event.event_id):
+                return Outcome(
+                    "DUPLICATE", event.event_id, account_id, detail="caught by its record"
+                )
+            account = await _settle_pending(deps, account)
+            new, _sent, doc, outcome = await _apply(deps, event, account, raw, digest, queue)
+            try:
+                await deps.store.write_account(doc, account.etag)
+                written = True
+            except StaleAccountState:
+                written = False
+        if not written:
             delay = min(0.5, 0.01 * (2**attempt)) * random.uniform(0.5, 1.5)  # noqa: S311
             logger.info(
                 "etag conflict on account %s (event %s, attempt %d); retrying in %.0f ms",
@@ -679,72 +716,93 @@ async def _revalue_account(
     only finishes a pending entry this message left (a retry after a failure)."""
     cached = True  # the process's copy may serve a path that ends in a conditional write
     for attempt in range(MAX_WRITE_ATTEMPTS):
-        try:
-            account = await deps.store.read_account(account_id, fresh=not cached)
-        except UnreadableDocument as exc:
-            if marks:
-                await _deadletter_account(deps, account_id, marks, raw, queue, exc)
-            return None
-        if account is None:
-            return [], False
-        symbols = {m.symbol for m in marks}
-        holds = any(p.is_open and p.symbol in symbols for p in account.ledger.positions)
-        fresh = [
-            m
-            for m in marks
-            if any(
-                p.is_open
-                and p.symbol == m.symbol
-                and (p.mark_time is None or m.timestamp > p.mark_time)
-                for p in account.ledger.positions
-            )
-        ]
-        if cached and (not fresh or account.pending_for(key) is not None):
-            cached = False  # a decision without a write must rest on a fresh read
-            continue
-        cached = False
-        if account.pending_for(key) is not None:
-            outcome = await _complete_duplicate(deps, account, key, retry)
-            return list(outcome.alerts), holds
-        if not fresh:
-            return [], holds
-        account = await _settle_pending(deps, account)
-        ledger = account.ledger
-        now = deps.clock()
-        alerts: list[Alert] = []
-        for mark in fresh:  # in timestamp order: each transition alerts with its own mark id
-            moved = apply_mark(ledger, mark.symbol, mark.price, mark.timestamp)
-            after = value(moved, deps.catalog, deps.settings.margin_call_ratio)
-            ident = _Identity(mark.mark_id, account_id, None, mark.symbol)
-            alerts += _alerts(deps, risk_alerts(ledger, after), ident, now)
-            ledger = settle_risk_states(moved, after)
-        final = value(ledger, deps.catalog, deps.settings.margin_call_ratio)
-        new = replace(account, ledger=ledger, version=account.version + 1)
-        pending = None
-        if alerts:
-            pending = Pending(
-                key,
-                {
-                    "id": f"@{key}",
-                    "accountId": account_id,
-                    "type": "revaluation",
-                    "schemaVersion": 1,
-                    "source": key,
-                    "marks": {m.symbol: format_timestamp(m.timestamp) for m in fresh},
-                    "alerts": alerts_json(alerts),
-                    "createdAt": format_timestamp(now),
-                },
-            )
-            new = new.with_pending(pending)
-        try:
-            await deps.store.write_account(account_to_document(new, final, now), account.etag)
-        except StaleAccountState:
+        async with deps.account_locks.hold(account_id):
+            result = await _revalue_once(deps, account_id, marks, key, raw, queue, retry, cached)
+        if result == "stale":
+            cached = False
             await deps.sleep(min(0.5, 0.01 * (2**attempt)) * random.uniform(0.5, 1.5))  # noqa: S311
             continue
-        if pending is not None:
-            await _finish(deps, account_id, pending)
-        return alerts, True
+        if result == "refresh":
+            cached = False
+            continue
+        return result
     raise StaleAccountState(f"account {account_id}: too many conflicting writes for marks {key}")
+
+
+async def _revalue_once(
+    deps: Deps,
+    account_id: str,
+    marks: Sequence[_MarkIn],
+    key: str,
+    raw: bytes,
+    queue: str,
+    retry: bool,
+    cached: bool,
+) -> tuple[list[Alert], bool] | Literal["stale", "refresh"] | None:
+    """One try of :func:`_revalue_account`: "refresh" when a decision without a write
+    rested on the cached copy, "stale" when the conditional write lost a race."""
+    try:
+        account = await deps.store.read_account(account_id, fresh=not cached)
+    except UnreadableDocument as exc:
+        if marks:
+            await _deadletter_account(deps, account_id, marks, raw, queue, exc)
+        return None
+    if account is None:
+        return [], False
+    symbols = {m.symbol for m in marks}
+    holds = any(p.is_open and p.symbol in symbols for p in account.ledger.positions)
+    fresh = [
+        m
+        for m in marks
+        if any(
+            p.is_open
+            and p.symbol == m.symbol
+            and (p.mark_time is None or m.timestamp > p.mark_time)
+            for p in account.ledger.positions
+        )
+    ]
+    if cached and (not fresh or account.pending_for(key) is not None):
+        return "refresh"  # a decision without a write must rest on a fresh read
+    if account.pending_for(key) is not None:
+        outcome = await _complete_duplicate(deps, account, key, retry)
+        return list(outcome.alerts), holds
+    if not fresh:
+        return [], holds
+    account = await _settle_pending(deps, account)
+    ledger = account.ledger
+    now = deps.clock()
+    alerts: list[Alert] = []
+    for mark in fresh:  # in timestamp order: each transition alerts with its own mark id
+        moved = apply_mark(ledger, mark.symbol, mark.price, mark.timestamp)
+        after = value(moved, deps.catalog, deps.settings.margin_call_ratio)
+        ident = _Identity(mark.mark_id, account_id, None, mark.symbol)
+        alerts += _alerts(deps, risk_alerts(ledger, after), ident, now)
+        ledger = settle_risk_states(moved, after)
+    final = value(ledger, deps.catalog, deps.settings.margin_call_ratio)
+    new = replace(account, ledger=ledger, version=account.version + 1)
+    pending = None
+    if alerts:
+        pending = Pending(
+            key,
+            {
+                "id": f"@{key}",
+                "accountId": account_id,
+                "type": "revaluation",
+                "schemaVersion": 1,
+                "source": key,
+                "marks": {m.symbol: format_timestamp(m.timestamp) for m in fresh},
+                "alerts": alerts_json(alerts),
+                "createdAt": format_timestamp(now),
+            },
+        )
+        new = new.with_pending(pending)
+    try:
+        await deps.store.write_account(account_to_document(new, final, now), account.etag)
+    except StaleAccountState:
+        return "stale"
+    if pending is not None:
+        await _finish(deps, account_id, pending)
+    return alerts, True
 
 
 async def _deadletter_account(

@@ -28,6 +28,7 @@ from urllib.parse import urlparse
 
 from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, ServiceRequestError, ServiceResponseError
+from azure.core.pipeline.transport import AioHttpTransport
 from azure.cosmos import PartitionKey
 from azure.cosmos.aio import ContainerProxy, CosmosClient
 from azure.cosmos.exceptions import (
@@ -37,6 +38,7 @@ from azure.cosmos.exceptions import (
     CosmosResourceNotFoundError,
 )
 
+from handlers.adapters.storage import uses_env_proxies
 from handlers.core.documents import ACCOUNT_ID, AccountDoc, account_from_document
 from handlers.errors import StaleAccountState, TransientStoreError, UnreadableDocument
 
@@ -124,9 +126,13 @@ def connect(endpoint: str, key: str | None, database: str) -> CosmosClient:
         from azure.identity.aio import DefaultAzureCredential
 
         credential = DefaultAzureCredential()
+    options: dict[str, Any] = {}
+    if not uses_env_proxies():  # see handlers.adapters.storage.uses_env_proxies
+        options["transport"] = AioHttpTransport(use_env_settings=False)
     return CosmosClient(
         endpoint,
         credential=credential,
+        **options,
         connection_timeout=10,
         retry_total=3,
         retry_connect=3,

@@ -8,6 +8,7 @@ the way the Functions host resolves it: the setting's value is a connection stri
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,6 +22,7 @@ __all__ = [
     "async_queue_service",
     "queue_service",
     "resolve_connection",
+    "uses_env_proxies",
 ]
 
 AZURITE_ACCOUNT_KEY = (
@@ -30,6 +32,16 @@ AZURITE_CONNECTION_STRING = (
     "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
     f"AccountKey={AZURITE_ACCOUNT_KEY};QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;"
 )
+
+
+def uses_env_proxies() -> bool:
+    """Whether the process has proxy settings (``HTTPS_PROXY`` and friends).
+
+    Without any, the asyncio SDK clients are built with ``use_env_settings=False``: aiohttp
+    would otherwise look up proxies and ``.netrc`` in a worker thread on every request
+    (two thread hand-offs per call, for nothing). With a proxy configured nothing changes.
+    """
+    return bool(urllib.request.getproxies())
 
 
 def resolve_connection(settings: Mapping[str, str], name: str) -> tuple[str, str | None]:
@@ -91,6 +103,8 @@ def async_queue_service(
     """
     kind, value = resolve_connection(settings, name)
     assert value is not None
+    if not uses_env_proxies():
+        kwargs.setdefault("use_env_settings", False)
     if kind == "connection_string":
         return AsyncQueueServiceClient.from_connection_string(value, **kwargs)
     return AsyncQueueServiceClient(value, credential=_credential(settings, name, True), **kwargs)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import hashlib
 import json
 from decimal import Decimal
@@ -494,10 +496,13 @@ def test_etag_conflict_is_retried(deps: Deps, store: FakeStore) -> None:
 def test_concurrent_writer_is_not_lost(deps: Deps, store: FakeStore) -> None:
     funded(deps)
 
+    # Another process (its own account locks) writes between our read and our write.
+    other_process = dataclasses.replace(deps, account_locks=service._AccountLocks())
+
     async def concurrent_deposit(_doc: Any, _etag: str | None) -> None:
         store.before_account_write = None
         other = event("transfer_deposit_usdt", transferId="X-DEP-0002", amount="500")
-        outcome = await service.process_trade_message(as_body(other), deps)
+        outcome = await service.process_trade_message(as_body(other), other_process)
         assert outcome.kind == "APPLIED"  # lands between our read and write
 
     store.before_account_write = concurrent_deposit
@@ -1073,3 +1078,27 @@ def test_a_stale_cached_duplicate_is_still_a_duplicate(
     store.stale_reads.append(current)
     assert trade(deps, load_event("fill_btcusdt_long")).kind == "DUPLICATE"
     assert len(sink.sent) == sent
+
+
+def test_events_of_one_account_in_one_process_take_turns(deps: Deps, store: FakeStore) -> None:
+    funded(deps)
+    attempts: list[str | None] = []
+
+    async def slow_write(_doc: Any, etag: str | None) -> None:
+        attempts.append(etag)
+        await asyncio.sleep(0)  # let the other event run meanwhile
+
+    store.before_account_write = slow_write
+    bodies = [
+        as_body(event("transfer_deposit_usdt", transferId=f"X-DEP-01{n}", amount="1"))
+        for n in range(5)
+    ]
+
+    async def together() -> list[Outcome]:
+        return list(await asyncio.gather(*(service.process_trade_message(b, deps) for b in bodies)))
+
+    outcomes = run(together())
+    assert [o.kind for o in outcomes] == ["APPLIED"] * 5
+    assert len(attempts) == 5  # one write each: none lost an ETag race to its neighbour
+    assert len(deps.account_locks) == 0  # nothing left behind
+    assert store.account(ACCT)["wallets"]["USDT"]["walletBalance"] == "1005"
