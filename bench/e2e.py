@@ -1313,6 +1313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "services_per": args.services_per,
             "services_starts": pool.starts,
             "services_start_s_median": _r(_median(pool.start_seconds)),
+            "alert_every": args.alert_every,
             "seed": args.seed,
             "commit": _commit(),
             "total_s": round(time.monotonic() - started, 1),

@@ -52,7 +52,7 @@ CONTAINERS: Mapping[str, str] = {
     "deadletters": "/queue",
 }
 #: Account documents kept per process (least recently used dropped first).
-ACCOUNT_CACHE_SIZE = 4096
+ACCOUNT_CACHE_SIZE = 1024
 T = TypeVar("T")
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
