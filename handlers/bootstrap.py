@@ -8,8 +8,11 @@ and so does devhost: one Cosmos client and one queue client per process in pract
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import weakref
+from collections.abc import AsyncIterator
+from typing import Any
 
 from handlers.adapters.cosmos_store import CosmosLedgerStore, connect
 from handlers.adapters.queues import QueueAlertSink
@@ -23,6 +26,8 @@ __all__ = ["close", "deps", "reset"]
 _lock = threading.Lock()
 _config: tuple[Settings, Catalog] | None = None
 _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Deps] = weakref.WeakKeyDictionary()
+#: Per loop, the async generator whose ``finally`` closes that loop's clients (see deps()).
+_closers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
 
 
 def _configuration() -> tuple[Settings, Catalog]:
@@ -60,7 +65,31 @@ def deps() -> Deps:
         if built is None:
             built = _build(*_configuration())
             _by_loop[loop] = built
+            # Close the clients when the loop shuts down: asyncio.run (and the worker's
+            # loop) closes the async generators still open, which runs this one's
+            # ``finally``. Without it aiohttp reports "Unclosed client session" at exit.
+            closer = _close_at_shutdown(built)
+            _closers[loop] = (closer, loop.create_task(_start(closer)))
         return built
+
+
+async def _start(closer: AsyncIterator[None]) -> None:
+    await anext(closer)
+
+
+async def _close_at_shutdown(built: Deps) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        await _close_clients(built)
+
+
+async def _close_clients(built: Deps) -> None:
+    for client in (built.store, built.sink):
+        closer = getattr(client, "close", None)
+        if closer is not None:
+            with contextlib.suppress(Exception):
+                await closer()
 
 
 async def close() -> None:
@@ -68,10 +97,7 @@ async def close() -> None:
     with _lock:
         built = _by_loop.pop(asyncio.get_running_loop(), None)
     if built is not None:
-        for client in (built.store, built.sink):
-            closer = getattr(client, "close", None)
-            if closer is not None:
-                await closer()
+        await _close_clients(built)
 
 
 def reset() -> None:
