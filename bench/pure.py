@@ -1,8 +1,8 @@
 """Pure-path benchmark: decode → validate → state transition → risk → alert decision.
 
 In process, no I/O: the core functions :func:`handlers.service` calls for a FILL, in the
-order it calls them (``decode_body``, ``validate_inbound``, ``check_fill``, ``value`` of
-the ledger before, ``apply_fill`` with the stored mark, ``value`` after, ``fill_alerts``,
+order it calls them (``decode_body``, ``validate_inbound``, ``check_fill``,
+``apply_fill`` with the stored mark, ``value`` after, ``fill_alerts``,
 ``risk_alerts``, ``settle_risk_states``), on a generated stream of fills over many
 accounts and three symbols, with marks (a MARK per symbol every 1,000 fills re-values
 every ledger, as the mark path does; timed apart). Prints one JSON document: medians of
@@ -130,8 +130,6 @@ def run(fills: int, accounts: int, catalog: Catalog, bodies: list[bytes]) -> dic
                 .with_wallet(Wallet("USDT", Decimal(100000)))
                 .with_wallet(Wallet("BTC", Decimal(5)))
             )
-        before = value(ledger, catalog, ratio)  # the service values the stored ledger first
-        del before
         t3 = clock()
         mark = _stored_mark(ledger, event.symbol, marks)
         try:

@@ -470,7 +470,6 @@ async def _apply(
     )
     catalog = deps.catalog
     ratio = deps.settings.margin_call_ratio
-    before = value(account.ledger, catalog, ratio)
     try:
         if isinstance(event, Fill):
             instrument = catalog.get(event.symbol)
@@ -482,7 +481,7 @@ async def _apply(
                 event, instrument, mark[0] if mark else None, after, deps.thresholds
             )
         else:
-            wallet = before.wallets.get(event.asset)
+            wallet = value(account.ledger, catalog, ratio).wallets.get(event.asset)
             ledger = apply_transfer(
                 account.ledger, event, wallet.available_balance if wallet else None
             )
@@ -498,6 +497,7 @@ async def _apply(
         )
         record = _rejection_record(raw, digest, ident, reasons, queue, alerts, now)
         new = account.with_event(event.event_id, record)
+        before = value(account.ledger, catalog, ratio)  # a rejection leaves the state as it was
         doc = account_to_document(replace(new, version=account.version + 1), before, now)
         return (
             new,
