@@ -59,6 +59,7 @@ from typing import Any
 
 from devhost import services
 from devhost.services import LocalServices
+from handlers.settings import APP_SETTING_PREFIXES
 
 logger = logging.getLogger("bench.e2e")
 
@@ -75,16 +76,6 @@ LARGE_BTC = Decimal("0.02")
 LARGE_TRADE_USDT = 1000
 DEPOSIT_USDT = "1000000"
 LEVERAGE = 10
-# Names the app reads; removed from devhost's environment so only the settings file counts.
-APP_SETTING_PREFIXES = (
-    "AzureWebJobs",
-    "TRADES_QUEUE",
-    "MARKS_QUEUE",
-    "ALERTS_QUEUE",
-    "COSMOS_",
-    "INSTRUMENTS_FILE",
-    "RISK_",
-)
 _RECEIVED_RE = re.compile(r"received (\d+) message\(s\)")
 
 

@@ -106,3 +106,4 @@ def reset() -> None:
     with _lock:
         _config = None
         _by_loop.clear()
+        _closers.clear()

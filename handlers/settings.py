@@ -48,6 +48,21 @@ RISK_MARGIN_CALL_RATIO = "RISK_MARGIN_CALL_RATIO"
 RISK_LARGE_TRADE_NOTIONAL = "RISK_LARGE_TRADE_NOTIONAL"
 RISK_POSITION_LIMIT_NOTIONAL = "RISK_POSITION_LIMIT_NOTIONAL"
 STALE_MARK_AFTER_SECONDS = "STALE_MARK_AFTER_SECONDS"
+#: Prefixes of every setting name the app (or its telemetry) reads (not itself a setting, so
+#: not in __all__, whose upper-case names are the settings): tools that start the
+#: app with a settings file drop these from the inherited environment, so only the file
+#: counts.
+APP_SETTING_PREFIXES = (
+    "AzureWebJobs",  # AzureWebJobsStorage and its __queueServiceUri etc. forms, host flags
+    TRADES_QUEUE,
+    MARKS_QUEUE,
+    ALERTS_QUEUE,
+    "COSMOS_",
+    INSTRUMENTS_FILE,
+    "RISK_",
+    STALE_MARK_AFTER_SECONDS,
+    "APPLICATIONINSIGHTS_",
+)
 
 #: Documented defaults (docs/settings.md): a trade worth 1,000,000 USDT or 20 BTC is large;
 #: a position worth more than 10,000,000 USDT or 200 BTC is over the limit.

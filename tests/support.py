@@ -23,18 +23,9 @@ from azure.cosmos.exceptions import CosmosResourceNotFoundError
 from azure.storage.queue import QueueServiceClient
 
 from devhost.services import LocalServices
+from handlers.settings import APP_SETTING_PREFIXES
 
 REPO = Path(__file__).resolve().parent.parent
-# Names the app reads; removed from the child environment so only the settings file counts.
-APP_SETTING_PREFIXES = (
-    "AzureWebJobs",
-    "TRADES_QUEUE",
-    "MARKS_QUEUE",
-    "ALERTS_QUEUE",
-    "COSMOS_",
-    "INSTRUMENTS_FILE",
-    "RISK_",
-)
 
 
 def free_port() -> int:

@@ -7,6 +7,8 @@
   unchanged, and counts deadletter repeats.
 - :class:`FakeSink` collects the alerts sent, and can be told to fail.
 - :class:`FakeClock` is a settable clock whose ``sleep`` advances it (so wait loops end).
+- :class:`FakeMessage` / :class:`FakeContext` stand for the functions' queue message and
+  context; :class:`Capture` is a logging handler that keeps its records.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from __future__ import annotations
 import inspect
 import itertools
 import json
+import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,7 +26,16 @@ from handlers.core.contracts import Alert
 from handlers.core.documents import ACCOUNT_ID, AccountDoc, account_from_document
 from handlers.errors import StaleAccountState
 
-__all__ = ["FakeClock", "FakeSink", "FakeStore", "SinkDown", "StoreDown"]
+__all__ = [
+    "Capture",
+    "FakeClock",
+    "FakeContext",
+    "FakeMessage",
+    "FakeSink",
+    "FakeStore",
+    "SinkDown",
+    "StoreDown",
+]
 
 
 class SinkDown(RuntimeError):
@@ -203,3 +216,33 @@ class FakeClock:
 
     async def sleep(self, seconds: float) -> None:
         self.advance(seconds)
+
+
+@dataclass
+class FakeMessage:
+    """What the functions read of azure.functions.QueueMessage."""
+
+    id: str | None
+    dequeue_count: int | None
+    body: bytes
+
+    def get_body(self) -> bytes:
+        return self.body
+
+
+@dataclass
+class FakeContext:
+    """What the functions read of azure.functions.Context."""
+
+    invocation_id: str
+
+
+class Capture(logging.Handler):
+    """Keeps every record it is handed (with its attributes)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)

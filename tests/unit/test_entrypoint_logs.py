@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -17,31 +16,9 @@ from handlers.settings import load_settings
 from tests import aio
 from tests.events import as_body, load_event
 
-from .fakes import FakeClock, FakeSink, FakeStore
-
-
-@dataclass
-class Message:
-    id: str | None
-    dequeue_count: int | None
-    body: bytes
-
-    def get_body(self) -> bytes:
-        return self.body
-
-
-@dataclass
-class Ctx:
-    invocation_id: str
-
-
-class Capture(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
+from .fakes import Capture, FakeClock, FakeSink, FakeStore
+from .fakes import FakeContext as Ctx
+from .fakes import FakeMessage as Message
 
 
 @pytest.fixture

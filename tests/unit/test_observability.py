@@ -8,7 +8,6 @@ import logging
 import sys
 import types
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -16,23 +15,10 @@ import pytest
 from handlers import observability
 from tests.events import as_body, load_event
 
+from .fakes import Capture
+from .fakes import FakeContext as Ctx
+
 CONN = "InstrumentationKey=00000000-0000-0000-0000-000000000000;IngestionEndpoint=https://example.invalid/"
-
-
-@dataclass
-class Ctx:
-    invocation_id: str
-
-
-class Capture(logging.Handler):
-    """Keeps every record it is handed (with its attributes)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
 
 
 @pytest.fixture

@@ -22,7 +22,6 @@ import logging
 import random
 import re
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,7 @@ from tests import aio
 from tests.aio import process_mark_message, process_poison, process_trade_message
 from tests.events import as_body, load_event
 
-from .fakes import FakeClock, FakeSink, FakeStore
+from .fakes import FakeClock, FakeMessage, FakeSink, FakeStore
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -203,18 +202,6 @@ def make_deps(env: dict[str, str] | None = None) -> Deps:
 # --- (b) logs: ids and outcomes only ------------------------------------------------------
 
 CANARY = "BODY-CANARY-7f3a9c"
-
-
-@dataclass
-class FakeMessage:
-    """What the functions read of azure.functions.QueueMessage."""
-
-    id: str | None
-    dequeue_count: int | None
-    body: bytes
-
-    def get_body(self) -> bytes:
-        return self.body
 
 
 def test_logs_carry_ids_and_outcomes_but_no_key_connection_string_or_body(
