@@ -889,39 +889,66 @@ async def _apply_marks(
     holders = {symbol: dict(await deps.store.list_holders(symbol)) for symbol in sorted(scan)}
     accounts = sorted({acc for rows in holders.values() for acc in rows})
     sent: dict[str, list[Alert]] = {}
-    revalued = 0
+    revalued: set[str] = set()
     gate = asyncio.Semaphore(MARK_CONCURRENCY)
 
-    async def revalue(account_id: str) -> None:
-        nonlocal revalued
-        mine = [m for m in newer if account_id in holders[m.symbol]]
+    async def revalue(account_id: str, only: frozenset[str] | None, record: str) -> None:
+        mine = [
+            m
+            for m in newer
+            if account_id in holders[m.symbol] and (only is None or m.symbol in only)
+        ]
         async with gate:
-            result = await _revalue_account(deps, account_id, mine, key, raw, queue, retry)
+            result = await _revalue_account(deps, account_id, mine, record, raw, queue, retry)
             if result is None:
                 return
             alerts, holds = result
             if mine and not holds:
                 for symbol in sorted({m.symbol for m in mine}):
                     await deps.store.delete_holder(symbol, account_id, holders[symbol][account_id])
-        revalued += 1 if mine else 0
+        if mine:
+            revalued.add(account_id)
         for alert in alerts:
             sent.setdefault(alert.sourceId, []).append(alert)
 
-    # Accounts are independent (one conditional write each): re-value them concurrently,
-    # wait for all, then fail with the first error (the host retries the whole message).
-    results = await asyncio.gather(*(revalue(a) for a in accounts), return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
+    async def revalue_all(work: Sequence[tuple[str, frozenset[str] | None, str]]) -> None:
+        # Accounts are independent (one conditional write each): re-value them
+        # concurrently, wait for all, then fail with the first error (the host retries
+        # the whole message).
+        results = await asyncio.gather(*(revalue(*w) for w in work), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    await revalue_all([(a, None, key) for a in accounts])
+    first = set(accounts)
     latest = {m.symbol: m for m in newer}  # sorted ascending: the last one is the newest
     await _store_marks(deps, latest)
+    # List the holders again now that the marks are stored: a fill that opened a symbol
+    # after the first listing may have valued it at the older mark, and its catch-up read
+    # may have come before the store. A holder indexed after this listing reads the new
+    # mark in its own catch-up (it indexes itself before that read): none is missed.
+    late: dict[str, set[str]] = {}
+    for symbol in sorted(latest):
+        for account_id, etag in await deps.store.list_holders(symbol):
+            if account_id not in holders[symbol]:
+                holders[symbol][account_id] = etag
+                late.setdefault(account_id, set()).add(symbol)
+    # An account re-valued in the first pass may hold this message's pending entry: its
+    # late symbols go under their own record key (no entry is taken for a duplicate).
+    await revalue_all(
+        [
+            (a, frozenset(symbols), f"{key}:late" if a in first else key)
+            for a, symbols in sorted(late.items())
+        ]
+    )
     for m in newer:
         outcomes.append(
             Outcome(
                 "APPLIED",
                 m.mark_id,
                 alerts=tuple(sent.get(m.mark_id, ())),
-                detail=f"{revalued} account(s) re-valued",
+                detail=f"{len(revalued)} account(s) re-valued",
             )
         )
     return outcomes

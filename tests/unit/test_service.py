@@ -1067,6 +1067,77 @@ def test_a_stale_cached_copy_cannot_hide_a_holder_from_a_mark(deps: Deps, store:
     assert [a for a, _ in run(store.list_holders("BTCUSDT"))] == [ACCT]  # still indexed
 
 
+def test_a_fill_that_opens_while_a_mark_is_in_flight_is_revalued_by_it(
+    deps: Deps, store: FakeStore, sink: FakeSink
+) -> None:
+    """The mark lists BTCUSDT's holders; before it is stored, a fill opens BTCUSDT on an
+    account that was not listed (valued at the old mark, indexed, its catch-up read still
+    seeing the old mark). The mark lists the holders again once stored: it reaches it."""
+    marks(deps, mark_at("60000", "2024-10-01T12:00:00Z"))
+    funded(deps)
+    listed = store.list_holders
+    listings: list[str] = []
+
+    async def racing(symbol: str) -> list[tuple[str, str]]:
+        listings.append(symbol)
+        found = await listed(symbol)
+        if len(listings) == 1:  # the mark is in flight: the fill opens now
+            opened = await service.process_trade_message(
+                as_body(event("fill_btcusdt_long", fee="0")), deps
+            )
+            assert opened.kind == "APPLIED"
+            assert store.account(ACCT)["positions"][0]["markPrice"] == "60000"
+        return found
+
+    store.list_holders = racing  # type: ignore[method-assign]
+    [outcome] = marks(deps, mark_at("50000"))
+    assert outcome.kind == "APPLIED"
+    assert listings == ["BTCUSDT", "BTCUSDT"]
+    position = store.account(ACCT)["positions"][0]
+    assert (position["markPrice"], position["unrealizedPnl"]) == ("50000", "-1000")
+    assert [(a.type, a.sourceId) for a in sink.sent] == [("LIQUIDATION_RISK", MARK_ID)]
+    assert [a.alertId for a in outcome.alerts] == [sink.sent[0].alertId]
+
+
+def test_a_holder_that_opens_another_marked_symbol_in_flight_gets_both_marks(
+    deps: Deps, store: FakeStore, sink: FakeSink
+) -> None:
+    """A MARKS message for BTCUSDT and ETHUSDT: a BTCUSDT holder opens ETHUSDT after the
+    ETHUSDT holders were listed. The first pass applies BTCUSDT (and stores its alert as
+    this message's pending entry); the second listing finds the ETHUSDT holder and
+    applies ETHUSDT under its own record key."""
+    open_btc(deps)
+    listed = store.list_holders
+
+    async def racing(symbol: str) -> list[tuple[str, str]]:
+        found = await listed(symbol)
+        if symbol == "ETHUSDT" and not store.account(ACCT)["positions"][1:]:
+            short = event("fill_ethusdt_short", quantity="0.1")
+            assert (await service.process_trade_message(as_body(short), deps)).kind == "APPLIED"
+        return found
+
+    store.list_holders = racing  # type: ignore[method-assign]
+    batch = event(
+        "marks_batch",
+        marks=[
+            {"symbol": "BTCUSDT", "markPrice": "50000", "timestamp": "2024-10-01T12:30:00Z"},
+            {"symbol": "ETHUSDT", "markPrice": "2400", "timestamp": "2024-10-01T12:30:00Z"},
+        ],
+    )
+    outcomes = marks(deps, batch)
+    assert [o.kind for o in outcomes] == ["APPLIED", "APPLIED"]
+    by_symbol = {p["symbol"]: p for p in store.account(ACCT)["positions"]}
+    assert by_symbol["BTCUSDT"]["markPrice"] == "50000"
+    assert (by_symbol["ETHUSDT"]["markPrice"], by_symbol["ETHUSDT"]["unrealizedPnl"]) == (
+        "2400",
+        "10",
+    )
+    assert [(a.type, a.sourceId) for a in sink.sent] == [("LIQUIDATION_RISK", MARK_ID)]
+    assert store.account(ACCT)["pending"] == [] or all(
+        (ACCT, p["record"]["id"]) in store.records for p in store.account(ACCT)["pending"]
+    )
+
+
 def test_a_stale_cached_duplicate_is_still_a_duplicate(
     deps: Deps, store: FakeStore, sink: FakeSink
 ) -> None:
