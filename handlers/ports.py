@@ -79,8 +79,10 @@ class LedgerStore(Protocol):
         """
         ...
 
-    async def upsert_holder(self, symbol: str, account_id: str) -> None:
-        """Put ``account_id`` into the index of ``symbol`` (idempotent; changes its etag).
+    async def index_holder(self, symbol: str, account_id: str) -> Mapping[str, Any] | None:
+        """Put ``account_id`` into the index of ``symbol`` (idempotent; changes its etag),
+        then read the symbol's stored mark, in that order and in one request: the mark
+        document as stored once the entry was written, or None.
 
         Raises:
             TransientStoreError: the store is unavailable.

@@ -149,6 +149,34 @@ class _AccountLocks:
         return len(self._locks)
 
 
+class _MarkCache:
+    """The stored mark document of each symbol as this process last read or wrote it
+    (None: no mark stored), and when. A copy never goes back in time: a document older
+    than the one kept (a slow read overtaken by a write) is not taken."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, tuple[Mapping[str, Any] | None, datetime]] = {}
+
+    def get(
+        self, symbol: str, now: datetime, max_age: float
+    ) -> tuple[Mapping[str, Any] | None] | None:
+        """``(document,)`` when the copy is at most ``max_age`` seconds old, else None."""
+        found = self._items.get(symbol)
+        if found is None or not 0 <= (now - found[1]).total_seconds() <= max_age:
+            return None  # (a clock stepped back makes no copy fresh)
+        return (found[0],)
+
+    def put(self, symbol: str, document: Mapping[str, Any] | None, at: datetime) -> None:
+        kept = self._items.get(symbol)
+        older = (
+            kept is not None
+            and kept[0] is not None
+            and (document is None or str(document.get("timestamp")) < str(kept[0].get("timestamp")))
+        )
+        if not older:  # stored marks only move forward (fixed-width UTC text compares)
+            self._items[symbol] = (document, at)
+
+
 @dataclass
 class Deps:
     """What the service needs; built once per process by :mod:`handlers.bootstrap`."""
@@ -162,6 +190,7 @@ class Deps:
     completed: _Recent = field(default_factory=_Recent)
     last_errors: _Recent = field(default_factory=lambda: _Recent(10_000))
     account_locks: _AccountLocks = field(default_factory=_AccountLocks)
+    marks: _MarkCache = field(default_factory=_MarkCache)
 
     @property
     def thresholds(self) -> Thresholds:
@@ -262,17 +291,24 @@ def _alerts(deps: Deps, specs: Sequence[AlertSpec], ident: _Identity, now: datet
     return out
 
 
-async def _finish(deps: Deps, partition: str, pending: Pending) -> None:
+async def _finish(
+    deps: Deps, partition: str, pending: Pending
+) -> dict[str, Mapping[str, Any] | None]:
     """Complete a pending entry (idempotent): index the symbols it opened, send its
     alerts, then create its record (``trade``, ``transfer``, ``rejection`` or a mark's
-    ``revaluation``)."""
+    ``revaluation``). Returns the stored mark of each symbol indexed, as read right after
+    its index entry was written (see :func:`_catch_up`)."""
+    indexed: dict[str, Mapping[str, Any] | None] = {}
     for symbol in pending.holders:
-        await deps.store.upsert_holder(symbol, partition)
+        at = deps.clock()
+        indexed[symbol] = doc = await deps.store.index_holder(symbol, partition)
+        deps.marks.put(symbol, doc, at)
     alerts = pending.alerts
     if alerts:
         await deps.sink.send(alerts)
     await deps.store.create_record(pending.record)
     deps.completed.put((partition, pending.event_id))
+    return indexed
 
 
 async def _record_exists(deps: Deps, partition: str, pending: Pending) -> bool:
@@ -433,16 +469,37 @@ async def _stored_mark(
             and p.mark_time is not None
         ):
             return (p.mark_price, p.mark_time)
-    doc = await deps.store.read_mark(symbol)
+    doc = await _read_mark(deps, symbol, max_age=deps.settings.mark_cache_seconds)
     return None if doc is None else _mark_of(doc, symbol)
 
 
-async def _catch_up(deps: Deps, account: AccountDoc, symbols: Sequence[str], queue: str) -> None:
-    """After a fill opened ``symbols``: a mark stored while the fill was in flight may have
-    missed this account (it was not in the holder index yet); apply it now. ``account`` is
-    the state just written: a mark no newer than its positions' costs no account read."""
-    for symbol in symbols:
-        doc = await deps.store.read_mark(symbol)
+async def _read_mark(deps: Deps, symbol: str, max_age: float = 0.0) -> Mapping[str, Any] | None:
+    """The stored mark document of ``symbol``: this process's copy when it is at most
+    ``max_age`` seconds old (``MARK_CACHE_SECONDS``, for a fill's first look only), else a
+    read, which the copy then keeps.
+
+    Raises:
+        TransientStoreError: the store is unavailable.
+    """
+    now = deps.clock()
+    if max_age > 0:
+        hit = deps.marks.get(symbol, now, max_age)
+        if hit is not None:
+            return hit[0]
+    doc = await deps.store.read_mark(symbol)
+    deps.marks.put(symbol, doc, now)
+    return doc
+
+
+async def _catch_up(
+    deps: Deps, account: AccountDoc, indexed: Mapping[str, Mapping[str, Any] | None], queue: str
+) -> None:
+    """After a fill opened symbols: a mark stored while the fill was in flight may have
+    missed this account (it was not in the holder index yet); apply it now. ``indexed``
+    holds each opened symbol's stored mark as read right after its index entry was
+    written (:func:`_finish`): a mark stored later finds the entry. ``account`` is the
+    state just written: a mark no newer than its positions' costs no account read."""
+    for symbol, doc in indexed.items():
         if doc is None:
             continue
         price, stamp = _mark_of(doc, symbol)
@@ -570,9 +627,9 @@ async def _process_event(
             continue
         pending = new.pending_for(event.event_id)
         assert pending is not None
-        await _finish(deps, account_id, pending)
-        if pending.holders:
-            await _catch_up(deps, new, pending.holders, deps.settings.marks_queue)
+        indexed = await _finish(deps, account_id, pending)
+        if indexed:
+            await _catch_up(deps, new, indexed, deps.settings.marks_queue)
         return outcome
     raise StaleAccountState(
         f"account {account_id}: {MAX_WRITE_ATTEMPTS} conflicting writes in a row for {event.event_id}"
@@ -840,7 +897,7 @@ async def _store_marks(deps: Deps, latest: Mapping[str, _MarkIn]) -> None:
     """Write each symbol's newest mark (last, after every account is re-valued)."""
     for mark in latest.values():
         for _attempt in range(MAX_WRITE_ATTEMPTS):
-            current = await deps.store.read_mark(mark.symbol)
+            current = await _read_mark(deps, mark.symbol)
             if current is not None and parse_timestamp(current["timestamp"]) >= mark.timestamp:
                 break
             doc = {
@@ -855,6 +912,7 @@ async def _store_marks(deps: Deps, latest: Mapping[str, _MarkIn]) -> None:
             }
             try:
                 await deps.store.write_mark(doc, current.get("_etag") if current else None)
+                deps.marks.put(mark.symbol, doc, deps.clock())
                 break
             except StaleAccountState:
                 await deps.sleep(random.uniform(0.005, 0.05))  # noqa: S311
@@ -868,7 +926,7 @@ async def _apply_marks(
     """Re-value every account holding a symbol of ``marks``, then store the marks."""
     stored: dict[str, datetime | None] = {}
     for symbol in {m.symbol for m in marks}:
-        doc = await deps.store.read_mark(symbol)
+        doc = await _read_mark(deps, symbol)
         stored[symbol] = parse_timestamp(doc["timestamp"]) if doc is not None else None
     outcomes: list[Outcome] = []
     newer: list[_MarkIn] = []
@@ -1033,7 +1091,7 @@ async def check_stale_marks(deps: Deps) -> list[Outcome]:
     limit = timedelta(seconds=deps.settings.stale_mark_after_seconds)
     outcomes: list[Outcome] = []
     for symbol in sorted(deps.catalog.instruments):
-        doc = await deps.store.read_mark(symbol)
+        doc = await _read_mark(deps, symbol)
         stamp = parse_timestamp(doc["timestamp"]) if doc is not None else None
         if stamp is not None and now - stamp <= limit:
             continue

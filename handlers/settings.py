@@ -25,6 +25,7 @@ __all__ = [
     "DEFAULT_POSITION_LIMIT_NOTIONAL",
     "INSTRUMENTS_FILE",
     "MARKS_QUEUE",
+    "MARK_CACHE_SECONDS",
     "RISK_LARGE_TRADE_NOTIONAL",
     "RISK_MARGIN_CALL_RATIO",
     "RISK_POSITION_LIMIT_NOTIONAL",
@@ -48,6 +49,7 @@ RISK_MARGIN_CALL_RATIO = "RISK_MARGIN_CALL_RATIO"
 RISK_LARGE_TRADE_NOTIONAL = "RISK_LARGE_TRADE_NOTIONAL"
 RISK_POSITION_LIMIT_NOTIONAL = "RISK_POSITION_LIMIT_NOTIONAL"
 STALE_MARK_AFTER_SECONDS = "STALE_MARK_AFTER_SECONDS"
+MARK_CACHE_SECONDS = "MARK_CACHE_SECONDS"
 #: Prefixes of every setting name the app (or its telemetry) reads (not itself a setting, so
 #: not in __all__, whose upper-case names are the settings): tools that start the
 #: app with a settings file drop these from the inherited environment, so only the file
@@ -61,6 +63,7 @@ APP_SETTING_PREFIXES = (
     INSTRUMENTS_FILE,
     "RISK_",
     STALE_MARK_AFTER_SECONDS,
+    MARK_CACHE_SECONDS,
     "APPLICATIONINSIGHTS_",
 )
 
@@ -115,6 +118,9 @@ class Settings:
     large_trade_notional: Mapping[str, Decimal] = field(default_factory=dict)
     position_limit_notional: Mapping[str, Decimal] = field(default_factory=dict)
     stale_mark_after_seconds: int = 300
+    #: How old this process's copy of a stored mark may be for a fill's first look at a
+    #: symbol it does not hold (0: always read). Floats are fine here: a duration.
+    mark_cache_seconds: float = 1.0
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
@@ -144,8 +150,18 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigurationError(
             f"{STALE_MARK_AFTER_SECONDS} must be a positive integer, got {stale_text}"
         )
+    cache_text = get(MARK_CACHE_SECONDS, "1")
+    try:
+        cache_seconds = parse_decimal(cache_text)
+    except ValueError as exc:
+        raise ConfigurationError(f"{MARK_CACHE_SECONDS}: {exc}") from exc
+    if not Decimal(0) <= cache_seconds <= Decimal(60):
+        raise ConfigurationError(
+            f"{MARK_CACHE_SECONDS} must be between 0 and 60 seconds, got {cache_text}"
+        )
     return Settings(
         stale_mark_after_seconds=int(stale_text),
+        mark_cache_seconds=float(cache_seconds),
         trades_queue=get(TRADES_QUEUE, "trades"),
         marks_queue=get(MARKS_QUEUE, "marks"),
         alerts_queue=get(ALERTS_QUEUE, "alerts"),

@@ -37,6 +37,7 @@ param riskMarginCallRatio string = '0.80'
 param riskLargeTradeNotional string = 'USDT:1000000,BTC:20'
 param riskPositionLimitNotional string = 'USDT:10000000,BTC:200'
 param staleMarkAfterSeconds string = '300'
+param markCacheSeconds string = '1'
 param instrumentsFile string = ''
 
 var token = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName, location))
@@ -142,6 +143,7 @@ module app 'modules/functionapp.bicep' = {
       RISK_LARGE_TRADE_NOTIONAL: riskLargeTradeNotional
       RISK_POSITION_LIMIT_NOTIONAL: riskPositionLimitNotional
       STALE_MARK_AFTER_SECONDS: staleMarkAfterSeconds
+      MARK_CACHE_SECONDS: markCacheSeconds
     }
     instrumentsFile: instrumentsFile
   }

@@ -33,6 +33,7 @@ from azure.cosmos import PartitionKey
 from azure.cosmos.aio import ContainerProxy, CosmosClient
 from azure.cosmos.exceptions import (
     CosmosAccessConditionFailedError,
+    CosmosBatchOperationError,
     CosmosHttpResponseError,
     CosmosResourceExistsError,
     CosmosResourceNotFoundError,
@@ -94,6 +95,7 @@ async def _translate(call: Callable[[], Awaitable[T]], what: str) -> T:
         CosmosResourceNotFoundError,
         CosmosResourceExistsError,
         CosmosAccessConditionFailedError,
+        CosmosBatchOperationError,
     ):
         raise
     except CosmosHttpResponseError as exc:
@@ -102,6 +104,15 @@ async def _translate(call: Callable[[], Awaitable[T]], what: str) -> T:
         ) from exc
     except (ServiceRequestError, ServiceResponseError, AzureError, OSError) as exc:
         raise TransientStoreError(f"{what}: Cosmos unreachable: {exc}") from exc
+
+
+def _batch_status(exc: CosmosBatchOperationError, index: int) -> int | None:
+    """The status code of operation ``index`` of a failed batch, when the error has it."""
+    responses = exc.operation_responses or []
+    if index < len(responses) and isinstance(responses[index], Mapping):
+        status = responses[index].get("statusCode")
+        return status if isinstance(status, int) else None
+    return None
 
 
 def connect(endpoint: str, key: str | None, database: str) -> CosmosClient:
@@ -238,7 +249,10 @@ class CosmosLedgerStore:
         rows = await _translate(query, f"list holders of {symbol}")
         return [(str(r["accountId"]), str(r["_etag"])) for r in rows]
 
-    async def upsert_holder(self, symbol: str, account_id: str) -> None:
+    async def index_holder(self, symbol: str, account_id: str) -> Mapping[str, Any] | None:
+        """Upsert ``holder:<accountId>`` and read ``@mark`` in one transactional batch of
+        the symbol's partition. Without a stored mark the batch fails on its read (Cosmos
+        rolls the upsert back): the entry is then upserted alone and None returned."""
         proxy = await self.container("marks")
         body = {
             "id": f"holder:{account_id}",
@@ -247,9 +261,23 @@ class CosmosLedgerStore:
             "type": "holder",
             "schemaVersion": 1,
         }
-        await _translate(
-            lambda: proxy.upsert_item(body=body), f"upsert holder {symbol}/{account_id}"
-        )
+        what = f"index holder {symbol}/{account_id}"
+        try:
+            results = await _translate(
+                lambda: proxy.execute_item_batch(
+                    [("upsert", (body,)), ("read", ("@mark",))], partition_key=symbol
+                ),
+                what,
+            )
+        except CosmosBatchOperationError as exc:
+            if exc.error_index != 1 or _batch_status(exc, 1) != 404:
+                raise TransientStoreError(
+                    f"{what}: the batch failed at operation {exc.error_index}: {exc.message}"
+                ) from exc
+            await _translate(lambda: proxy.upsert_item(body=body), what)
+            return None
+        mark = results[1].get("resourceBody")
+        return mark if isinstance(mark, dict) else None
 
     async def delete_holder(self, symbol: str, account_id: str, etag: str) -> bool:
         proxy = await self.container("marks")

@@ -149,8 +149,9 @@ class FakeStore:
     async def list_holders(self, symbol: str) -> list[tuple[str, str]]:
         return sorted(self.holders.get(symbol, {}).items())
 
-    async def upsert_holder(self, symbol: str, account_id: str) -> None:
+    async def index_holder(self, symbol: str, account_id: str) -> Mapping[str, Any] | None:
         self.holders.setdefault(symbol, {})[account_id] = self._etag()
+        return await self.read_mark(symbol)
 
     async def delete_holder(self, symbol: str, account_id: str, etag: str) -> bool:
         entries = self.holders.get(symbol, {})

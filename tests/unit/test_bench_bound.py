@@ -29,5 +29,5 @@ def test_a_differing_figure_fails_the_check(monkeypatch: pytest.MonkeyPatch) -> 
         return (None if price is None else price + 1, falls)
 
     monkeypatch.setattr(bound, "_liq", off_by_one_tick)
-    with pytest.raises(AssertionError, match="kernel .* != engine"):
+    with pytest.raises(AssertionError, match=r"kernel .* != engine"):
         bound.check(stream(50, 5, seed=3), catalog, specs)

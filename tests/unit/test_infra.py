@@ -61,7 +61,7 @@ SETTING_NAMES = sorted(
 def test_the_setting_names_are_the_settings_modules() -> None:
     assert "STALE_MARK_AFTER_SECONDS" in SETTING_NAMES
     assert "AzureWebJobsStorage" in SETTING_NAMES
-    assert len(SETTING_NAMES) == 12
+    assert len(SETTING_NAMES) == 13
 
 
 @pytest.mark.parametrize("name", SETTING_NAMES)
@@ -89,6 +89,7 @@ def test_settings_defaults_match_the_codes() -> None:
     assert params["riskLargeTradeNotional"] == app_settings.DEFAULT_LARGE_TRADE_NOTIONAL
     assert params["riskPositionLimitNotional"] == app_settings.DEFAULT_POSITION_LIMIT_NOTIONAL
     assert params["staleMarkAfterSeconds"] == str(defaults.stale_mark_after_seconds)
+    assert float(params["markCacheSeconds"]) == defaults.mark_cache_seconds
     assert params["instrumentsFile"] == ""
     # The values given are accepted by the code as they are.
     loaded = app_settings.load_settings(
@@ -97,9 +98,11 @@ def test_settings_defaults_match_the_codes() -> None:
             "RISK_LARGE_TRADE_NOTIONAL": params["riskLargeTradeNotional"],
             "RISK_POSITION_LIMIT_NOTIONAL": params["riskPositionLimitNotional"],
             "STALE_MARK_AFTER_SECONDS": params["staleMarkAfterSeconds"],
+            "MARK_CACHE_SECONDS": params["markCacheSeconds"],
         }
     )
     assert loaded.stale_mark_after_seconds == 300
+    assert loaded.mark_cache_seconds == 1.0
 
 
 def test_every_local_setting_has_a_deployed_counterpart() -> None:

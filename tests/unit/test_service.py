@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import hashlib
 import json
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -1136,6 +1137,74 @@ def test_a_holder_that_opens_another_marked_symbol_in_flight_gets_both_marks(
     assert store.account(ACCT)["pending"] == [] or all(
         (ACCT, p["record"]["id"]) in store.records for p in store.account(ACCT)["pending"]
     )
+
+
+M2 = "BTCUSDT@2024-10-01T12:30:00.000Z"
+
+
+def stored_elsewhere(store: FakeStore, price: str, timestamp: str) -> None:
+    """Another instance stores a newer BTCUSDT mark (this process does not see it)."""
+    current = store.marks["BTCUSDT"]
+    newer = {
+        **current,
+        "markPrice": price,
+        "timestamp": timestamp,
+        "markId": f"BTCUSDT@{timestamp}",
+    }
+    run(store.write_mark({k: v for k, v in newer.items() if k != "_etag"}, current["_etag"]))
+
+
+@pytest.mark.parametrize("cache", ["1", "0"])
+def test_a_fill_first_looks_at_a_recent_copy_of_the_mark_then_catches_up(
+    store: FakeStore, sink: FakeSink, clock: FakeClock, cache: str
+) -> None:
+    """MARK_CACHE_SECONDS: an opening fill's first look at the mark may be this process's
+    copy (at most that old); the read that follows indexing always sees the stored one,
+    and the position ends valued at it either way."""
+    deps = make_deps(store, sink, clock, MARK_CACHE_SECONDS=cache)
+    marks(deps, mark_at("60000", "2024-10-01T12:00:00Z"))
+    funded(deps)
+    stored_elsewhere(store, "50000", "2024-10-01T12:30:00.000Z")
+    clock.advance(0.5)
+    assert trade(deps, event("fill_btcusdt_long", fee="0")).kind == "APPLIED"
+    position = store.account(ACCT)["positions"][0]
+    assert (position["markPrice"], position["unrealizedPnl"]) == ("50000", "-1000")
+    if cache == "1":  # judged at the copy (60000): no deviation; the catch-up liquidates
+        assert [(a.type, a.sourceId) for a in sink.sent] == [("LIQUIDATION_RISK", M2)]
+    else:  # judged at the stored mark: 20 % away, and liquidated by the fill itself
+        assert [(a.type, a.sourceId) for a in sink.sent] == [
+            ("INSUFFICIENT_MARGIN", FILL_ID),
+            ("PRICE_DEVIATION", FILL_ID),
+            ("LIQUIDATION_RISK", FILL_ID),
+        ]
+
+
+def test_a_copy_older_than_mark_cache_seconds_is_read_again(
+    deps: Deps, store: FakeStore, sink: FakeSink, clock: FakeClock
+) -> None:
+    marks(deps, mark_at("60000", "2024-10-01T12:00:00Z"))
+    funded(deps)
+    stored_elsewhere(store, "50000", "2024-10-01T12:30:00.000Z")
+    clock.advance(1.5)
+    assert trade(deps, event("fill_btcusdt_long", fee="0")).kind == "APPLIED"
+    assert [a.type for a in sink.sent] == [
+        "INSUFFICIENT_MARGIN",
+        "PRICE_DEVIATION",
+        "LIQUIDATION_RISK",
+    ]
+
+
+def test_the_mark_copy_never_goes_back_in_time(clock: FakeClock) -> None:
+    cache = service._MarkCache()
+    newer = {"markPrice": "2", "timestamp": "2024-10-01T12:30:00.000Z"}
+    older = {"markPrice": "1", "timestamp": "2024-10-01T12:00:00.000Z"}
+    cache.put("BTCUSDT", newer, clock())
+    cache.put("BTCUSDT", older, clock())  # a slow read overtaken by a write
+    cache.put("BTCUSDT", None, clock())
+    assert cache.get("BTCUSDT", clock(), 1.0) == (newer,)
+    assert cache.get("BTCUSDT", clock.now + timedelta(seconds=2), 1.0) is None
+    assert cache.get("BTCUSDT", clock.now - timedelta(seconds=2), 1.0) is None  # clock stepped back
+    assert cache.get("ETHUSDT", clock(), 1.0) is None
 
 
 def test_a_stale_cached_duplicate_is_still_a_duplicate(

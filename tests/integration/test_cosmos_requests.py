@@ -1,0 +1,133 @@
+"""Cosmos requests per applied fill on the real stand-in, counted at the SDK's container
+proxies (so a read the process's caches answer is no request): 2 for a fill on a held
+symbol, 3 for one that opens a symbol whose mark the process knows, and the holder
+index's one-request batch (upsert, then read the mark) with and without a stored mark."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections import Counter
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from handlers.service import Deps
+from tests.aio import process_mark_message, process_trade_message, run
+from tests.integration.test_marks_scale import CountingStore, in_process
+from tests.integration.test_pipeline import deposit, fill
+from tests.support import AppUnderTest
+
+pytestmark = pytest.mark.services
+
+
+class Requests:
+    """Counts the calls made on the store's SDK container proxies, by container.method."""
+
+    def __init__(self, store: CountingStore) -> None:
+        self.calls: Counter[str] = Counter()
+        inner = store.inner
+        run(inner.ensure())
+        for name, proxy in list(inner._containers.items()):
+            inner._containers[name] = self._wrap(name, proxy)
+
+    def _wrap(self, container: str, proxy: Any) -> Any:
+        calls = self.calls
+
+        class Counted:
+            def __getattr__(self, method: str) -> Any:
+                attr = getattr(proxy, method)
+                if not callable(attr):
+                    return attr
+
+                def counted(*args: Any, **kwargs: Any) -> Any:
+                    calls[f"{container}.{method}"] += 1
+                    return attr(*args, **kwargs)
+
+                return counted
+
+        return Counted()
+
+    def during(self, action: Callable[[], Any]) -> Counter[str]:
+        self.calls.clear()
+        action()
+        return Counter(self.calls)
+
+
+def body(message: dict[str, Any]) -> bytes:
+    return base64.b64encode(json.dumps(message).encode())
+
+
+def applied(deps: Deps, message: dict[str, Any]) -> None:
+    outcome = process_trade_message(body(message), deps)
+    assert outcome.kind == "APPLIED", outcome
+
+
+@pytest.fixture
+def local(app: AppUnderTest) -> Iterator[tuple[Deps, CountingStore]]:
+    deps, store = in_process(app)
+    try:
+        yield deps, store
+    finally:
+        run(store.inner.close())
+
+
+def test_requests_per_applied_fill(local: tuple[Deps, CountingStore]) -> None:
+    deps, store = local
+    requests = Requests(store)
+    mark = {
+        "type": "MARK",
+        "schemaVersion": 1,
+        "symbol": "BTCUSDT",
+        "markPrice": "60000",
+        "timestamp": "2024-10-01T00:00:30Z",
+    }
+    (stored,) = process_mark_message(body(mark), deps)
+    assert stored.kind == "APPLIED"
+    applied(deps, deposit("req-1", "100000", "dep-req-1"))
+
+    opening = requests.during(lambda: applied(deps, fill("req-1", "t-open")))
+    assert opening == Counter(
+        {
+            "ledger.replace_item": 1,  # the account, conditional on its ETag
+            "marks.execute_item_batch": 1,  # index the holder, then read the mark
+            "ledger.create_item": 1,  # the trade record
+        }
+    ), opening
+    held = requests.during(lambda: applied(deps, fill("req-1", "t-held")))
+    assert held == Counter({"ledger.replace_item": 1, "ledger.create_item": 1}), held
+
+    account = run(store.inner.read_account("req-1"))
+    assert account is not None
+    (position,) = account.ledger.positions
+    assert (position.quantity, position.mark_price) == (Decimal("0.2"), Decimal(60000))
+
+
+def test_indexing_a_holder_reads_the_mark_in_the_same_request(
+    local: tuple[Deps, CountingStore],
+) -> None:
+    deps, store = local
+    inner = store.inner
+    # No mark stored: the batch fails on its read; the entry is indexed all the same.
+    assert run(inner.index_holder("ETHUSDT", "idx-1")) is None
+    assert [a for a, _ in run(inner.list_holders("ETHUSDT"))] == ["idx-1"]
+    mark = {
+        "type": "MARK",
+        "schemaVersion": 1,
+        "symbol": "ETHUSDT",
+        "markPrice": "2500.5",
+        "timestamp": "2024-10-01T00:00:40Z",
+    }
+    (stored,) = process_mark_message(body(mark), deps)
+    assert stored.kind == "APPLIED"
+    found = run(inner.index_holder("ETHUSDT", "idx-2"))
+    assert found is not None
+    assert (found["id"], found["markPrice"], found["timestamp"]) == (
+        "@mark",
+        "2500.5",
+        "2024-10-01T00:00:40.000Z",
+    )
+    # (the mark dropped idx-1: no such account holds ETHUSDT)
+    assert [a for a, _ in run(inner.list_holders("ETHUSDT"))] == ["idx-2"]
