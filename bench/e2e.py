@@ -441,10 +441,15 @@ def write_settings(path: Path, settings: Mapping[str, str]) -> None:
     path.write_text(json.dumps({"IsEncrypted": False, "Values": dict(settings)}), encoding="utf-8")
 
 
+#: App settings every phase's app gets on top of its own (``--mark-cache-seconds``).
+APP_EXTRA: dict[str, str] = {}
+
+
 def app_settings(
     ls: LocalServices, names: Names, alerts_queue: str | None = None
 ) -> dict[str, str]:
     return {
+        **APP_EXTRA,
         "FUNCTIONS_WORKER_RUNTIME": "python",
         **ls.settings(),
         "TRADES_QUEUE": names.trades,
@@ -1219,8 +1224,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=10,
         help="every K-th fill is large and raises a LARGE_TRADE alert (default 10; 1: all)",
     )
+    parser.add_argument(
+        "--mark-cache-seconds",
+        default=None,
+        help="MARK_CACHE_SECONDS for the app (default: the app's own, 0); 1 lets a fill that "
+        "opens a symbol take the process's copy of the mark",
+    )
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
+    if args.mark_cache_seconds is not None:
+        APP_EXTRA["MARK_CACHE_SECONDS"] = str(args.mark_cache_seconds)
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -1305,6 +1318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "services_starts": pool.starts,
             "services_start_s_median": _r(_median(pool.start_seconds)),
             "alert_every": args.alert_every,
+            "app_settings_extra": dict(APP_EXTRA),
             "seed": args.seed,
             "commit": _commit(),
             "total_s": round(time.monotonic() - started, 1),

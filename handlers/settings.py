@@ -119,8 +119,8 @@ class Settings:
     position_limit_notional: Mapping[str, Decimal] = field(default_factory=dict)
     stale_mark_after_seconds: int = 300
     #: How old this process's copy of a stored mark may be for a fill's first look at a
-    #: symbol it does not hold (0: always read). Floats are fine here: a duration.
-    mark_cache_seconds: float = 1.0
+    #: symbol it does not hold (0, the default: always read). A duration, not money.
+    mark_cache_seconds: float = 0.0
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
@@ -150,7 +150,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigurationError(
             f"{STALE_MARK_AFTER_SECONDS} must be a positive integer, got {stale_text}"
         )
-    cache_text = get(MARK_CACHE_SECONDS, "1")
+    cache_text = get(MARK_CACHE_SECONDS, "0")
     try:
         cache_seconds = parse_decimal(cache_text)
     except ValueError as exc:

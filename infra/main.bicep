@@ -69,8 +69,8 @@ param riskMarginCallRatio string = '0.80'
 param riskLargeTradeNotional string = 'USDT:1000000,BTC:20'
 param riskPositionLimitNotional string = 'USDT:10000000,BTC:200'
 param staleMarkAfterSeconds string = '300'
-@description('How old (seconds) an instance\'s copy of a stored mark may be for a fill\'s first look at a symbol the account does not hold; 0 = always read.')
-param markCacheSeconds string = '1'
+@description('How old (seconds) an instance\'s copy of a stored mark may be for a fill\'s first look at a symbol the account does not hold; 0 (default) = always read.')
+param markCacheSeconds string = '0'
 @description('Path (inside the deployed package) of an instrument catalog that replaces the shipped one; empty = the shipped catalog.')
 param instrumentsFile string = ''
 

@@ -37,7 +37,7 @@ param riskMarginCallRatio string = '0.80'
 param riskLargeTradeNotional string = 'USDT:1000000,BTC:20'
 param riskPositionLimitNotional string = 'USDT:10000000,BTC:200'
 param staleMarkAfterSeconds string = '300'
-param markCacheSeconds string = '1'
+param markCacheSeconds string = '0'
 param instrumentsFile string = ''
 
 var token = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName, location))

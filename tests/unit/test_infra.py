@@ -102,7 +102,7 @@ def test_settings_defaults_match_the_codes() -> None:
         }
     )
     assert loaded.stale_mark_after_seconds == 300
-    assert loaded.mark_cache_seconds == 1.0
+    assert loaded.mark_cache_seconds == 0.0
 
 
 def test_every_local_setting_has_a_deployed_counterpart() -> None:

@@ -1180,8 +1180,9 @@ def test_a_fill_first_looks_at_a_recent_copy_of_the_mark_then_catches_up(
 
 
 def test_a_copy_older_than_mark_cache_seconds_is_read_again(
-    deps: Deps, store: FakeStore, sink: FakeSink, clock: FakeClock
+    store: FakeStore, sink: FakeSink, clock: FakeClock
 ) -> None:
+    deps = make_deps(store, sink, clock, MARK_CACHE_SECONDS="1")
     marks(deps, mark_at("60000", "2024-10-01T12:00:00Z"))
     funded(deps)
     stored_elsewhere(store, "50000", "2024-10-01T12:30:00.000Z")
