@@ -461,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     per_fill = statistics.median(cpu) / args.fills * 1e6
     result = {
         "benchmark": "the CPython floor of the pure path: a straight-line kernel (see bench/bound.py)",
-        "command": "python -m bench.bound " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": " ".join(["python -m bench.bound", *(sys.argv[1:] if argv is None else argv)]),
         "machine": {
             "cores": __import__("os").cpu_count(),
             "python": platform.python_version(),
