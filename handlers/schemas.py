@@ -198,10 +198,10 @@ def _documents() -> dict[str, dict[str, Any]]:
         ),
         "revaluation-record.schema.json": _doc(
             "revaluation-record.schema.json",
-            "Re-valuation record (container ledger, id @<source>): the alerts marks raised on one account; source marks:<bodyDigest> (a mark message) or mark:<markId> (a fill catching up with a mark stored while it was in flight)",
+            "Re-valuation record (container ledger, id @<source>): the alerts marks raised on one account; source marks:<bodyDigest> (a mark message), marks:<bodyDigest>:late (the same message's second holder listing, for symbols an account opened while it was in flight) or mark:<markId> (a fill catching up with a mark stored while it was in flight)",
             ["accountId", "source", "marks", "alerts", "createdAt"],
             {
-                "id": {"type": "string", "pattern": "^@(marks:sha256:[0-9a-f]{64}|mark:.+)$"},
+                "id": {"type": "string", "pattern": "^@(marks:sha256:[0-9a-f]{64}(:late)?|mark:.+)$"},
                 "type": {"const": "revaluation"},
                 "source": {"type": "string"},
                 "marks": {"type": "object", "additionalProperties": _TS},

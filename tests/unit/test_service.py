@@ -8,9 +8,12 @@ import hashlib
 import json
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
 
 from handlers import service
 from handlers.core.alerts import alert_id
@@ -31,6 +34,7 @@ from tests.events import as_body, load_event
 from .fakes import FakeClock, FakeSink, FakeStore, SinkDown, StoreDown
 
 ACCT = "acct-0001"
+SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 FILL_ID = "T-BTC-0001"
 MARK_ID = "BTCUSDT@2024-10-01T12:30:00.000Z"
 
@@ -1122,21 +1126,34 @@ def test_a_holder_that_opens_another_marked_symbol_in_flight_gets_both_marks(
         "marks_batch",
         marks=[
             {"symbol": "BTCUSDT", "markPrice": "50000", "timestamp": "2024-10-01T12:30:00Z"},
-            {"symbol": "ETHUSDT", "markPrice": "2400", "timestamp": "2024-10-01T12:30:00Z"},
+            {"symbol": "ETHUSDT", "markPrice": "3000", "timestamp": "2024-10-01T12:30:00Z"},
         ],
     )
-    outcomes = marks(deps, batch)
+    raw = as_body(batch)
+    outcomes = marks(deps, raw)
     assert [o.kind for o in outcomes] == ["APPLIED", "APPLIED"]
     by_symbol = {p["symbol"]: p for p in store.account(ACCT)["positions"]}
     assert by_symbol["BTCUSDT"]["markPrice"] == "50000"
     assert (by_symbol["ETHUSDT"]["markPrice"], by_symbol["ETHUSDT"]["unrealizedPnl"]) == (
-        "2400",
-        "10",
+        "3000",
+        "-50",
     )
-    assert [(a.type, a.sourceId) for a in sink.sent] == [("LIQUIDATION_RISK", MARK_ID)]
-    assert store.account(ACCT)["pending"] == [] or all(
-        (ACCT, p["record"]["id"]) in store.records for p in store.account(ACCT)["pending"]
+    eth_id = "ETHUSDT@2024-10-01T12:30:00.000Z"
+    assert [(a.type, a.scope, a.sourceId) for a in sink.sent] == [
+        ("LIQUIDATION_RISK", "USDT", MARK_ID),
+        ("LIQUIDATION_RISK", "ETHUSDT:BOTH", eth_id),
+    ]
+    first, late = f"@marks:{digest(raw)}", f"@marks:{digest(raw)}:late"
+    records = {k[1]: v for k, v in store.records.items() if v["type"] == "revaluation"}
+    assert sorted(records) == [first, late]
+    assert [a["sourceId"] for a in records[late]["alerts"]] == [eth_id]
+    loaded = [json.loads(f.read_text("utf-8")) for f in sorted(SCHEMAS.glob("*.schema.json"))]
+    registry: Registry[Any] = Registry().with_resources(
+        [(s["$id"], Resource.from_contents(s)) for s in loaded]
     )
+    schema = next(s for s in loaded if s["$id"].endswith("/revaluation-record.schema.json"))
+    for record in records.values():
+        Draft202012Validator(schema, registry=registry).validate(record)
 
 
 def test_a_retry_lists_the_holders_again_when_the_first_try_died_after_storing(
