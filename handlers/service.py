@@ -924,27 +924,20 @@ async def _apply_marks(
     deps: Deps, marks: Sequence[_MarkIn], raw: bytes, digest: str, queue: str, retry: bool
 ) -> list[Outcome]:
     """Re-value every account holding a symbol of ``marks``, then store the marks."""
-    stored: dict[str, tuple[Decimal, datetime] | None] = {}
+    stored: dict[str, datetime | None] = {}
     for symbol in {m.symbol for m in marks}:
         doc = await _read_mark(deps, symbol)
-        stored[symbol] = _mark_of(doc, symbol) if doc is not None else None
+        stored[symbol] = parse_timestamp(doc["timestamp"]) if doc is not None else None
     outcomes: list[Outcome] = []
     newer: list[_MarkIn] = []
     seen: set[str] = set()
     for m in sorted(marks, key=lambda m: (m.timestamp, m.symbol)):
         last = stored[m.symbol]
-        if last is None or m.timestamp > last[1]:
-            fresh = m.mark_id not in seen
+        if (last is not None and m.timestamp <= last) or m.mark_id in seen:
+            outcomes.append(Outcome("IGNORED", m.mark_id, detail="not newer than the stored mark"))
         else:
-            # On a retry, the stored mark may be this very one: the first try stored it
-            # and may have died before listing the holders again (step 5). Apply it again
-            # to whoever lacks it (it changes nothing where it is already applied).
-            fresh = retry and (m.price, m.timestamp) == last and m.mark_id not in seen
-        if fresh:
             seen.add(m.mark_id)
             newer.append(m)
-        else:
-            outcomes.append(Outcome("IGNORED", m.mark_id, detail="not newer than the stored mark"))
     key = f"marks:{digest}"
     # A retry also visits the holders of marks it now ignores: a failed first try may have
     # left pending alerts there (a newer mark stored meanwhile makes them "older").

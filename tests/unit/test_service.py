@@ -1156,46 +1156,6 @@ def test_a_holder_that_opens_another_marked_symbol_in_flight_gets_both_marks(
         Draft202012Validator(schema, registry=registry).validate(record)
 
 
-def test_a_retry_lists_the_holders_again_when_the_first_try_died_after_storing(
-    deps: Deps, store: FakeStore, sink: FakeSink
-) -> None:
-    """The first try stores the mark and dies listing the holders again; a fill had
-    opened the symbol in between. The retry finds its mark stored: it applies it anyway to
-    the holders that lack it."""
-    marks(deps, mark_at("60000", "2024-10-01T12:00:00Z"))
-    funded(deps)
-    listed = store.list_holders
-    listings: list[str] = []
-
-    async def racing(symbol: str) -> list[tuple[str, str]]:
-        listings.append(symbol)
-        if len(listings) == 2:
-            raise StoreDown("the process died (injected)")
-        found = await listed(symbol)
-        if len(listings) == 1:
-            opened = await service.process_trade_message(
-                as_body(event("fill_btcusdt_long", fee="0")), deps
-            )
-            assert opened.kind == "APPLIED"
-        return found
-
-    store.list_holders = racing  # type: ignore[method-assign]
-    with pytest.raises(StoreDown):
-        marks(deps, mark_at("50000"))
-    assert store.marks["BTCUSDT"]["markPrice"] == "50000"  # stored before the second listing
-    assert store.account(ACCT)["positions"][0]["markPrice"] == "60000"
-    store.list_holders = listed  # type: ignore[method-assign]
-    [outcome] = marks(deps, mark_at("50000"), dequeue_count=2)
-    assert outcome.kind == "APPLIED"
-    position = store.account(ACCT)["positions"][0]
-    assert (position["markPrice"], position["unrealizedPnl"]) == ("50000", "-1000")
-    assert [(a.type, a.sourceId) for a in sink.sent] == [("LIQUIDATION_RISK", MARK_ID)]
-    # A first delivery of the same body later is still ignored.
-    [again] = marks(deps, mark_at("50000"))
-    assert again.kind == "IGNORED"
-    assert len(sink.sent) == 1
-
-
 M2 = "BTCUSDT@2024-10-01T12:30:00.000Z"
 
 
