@@ -198,10 +198,13 @@ def _documents() -> dict[str, dict[str, Any]]:
         ),
         "revaluation-record.schema.json": _doc(
             "revaluation-record.schema.json",
-            "Re-valuation record (container ledger, id @<source>): the alerts marks raised on one account; source marks:<bodyDigest> (a mark message), marks:<bodyDigest>:late (the same message's second holder listing, for symbols an account opened while it was in flight) or mark:<markId> (a fill catching up with a mark stored while it was in flight)",
+            "Re-valuation record (container ledger, id @<source>): the alerts marks raised on one account; source marks:<bodyDigest> (a mark message), marks:<bodyDigest>:<16 hex> (a later write of the same message on the same account, for symbols it opened while the message was in flight; the hex is a digest of those symbols) or mark:<markId> (a fill catching up with a mark stored while it was in flight)",
             ["accountId", "source", "marks", "alerts", "createdAt"],
             {
-                "id": {"type": "string", "pattern": "^@(marks:sha256:[0-9a-f]{64}(:late)?|mark:.+)$"},
+                "id": {
+                    "type": "string",
+                    "pattern": "^@(marks:sha256:[0-9a-f]{64}(:[0-9a-f]{16})?|mark:.+)$",
+                },
                 "type": {"const": "revaluation"},
                 "source": {"type": "string"},
                 "marks": {"type": "object", "additionalProperties": _TS},

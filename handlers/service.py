@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import random
 import re
@@ -824,13 +825,17 @@ async def _revalue_once(
             for p in account.ledger.positions
         )
     ]
-    if cached and (not fresh or account.pending_for(key) is not None):
+    # This message's entries on the account: ``key``, and ``key:<symbols digest>`` for a
+    # later write of the same message (a symbol the account opened while it was in flight).
+    ours = [e for e in (p.event_id for p in account.pending) if e == key or e.startswith(key + ":")]
+    if cached and (not fresh or ours):
         return "refresh"  # a decision without a write must rest on a fresh read
-    if account.pending_for(key) is not None:
-        outcome = await _complete_duplicate(deps, account, key, retry)
-        return list(outcome.alerts), holds
+    done: list[Alert] = []
+    for entry in ours:
+        done += (await _complete_duplicate(deps, account, entry, retry)).alerts
     if not fresh:
-        return [], holds
+        return done, holds
+    key = await _record_key(deps, account, key, fresh, retry)
     account = await _settle_pending(deps, account)
     ledger = account.ledger
     now = deps.clock()
@@ -865,7 +870,27 @@ async def _revalue_once(
         return "stale"
     if pending is not None:
         await _finish(deps, account_id, pending)
-    return alerts, True
+    return done + alerts, True
+
+
+async def _record_key(
+    deps: Deps, account: AccountDoc, key: str, fresh: Sequence[_MarkIn], retry: bool
+) -> str:
+    """The record key of a mark message's write on an account: ``key``, unless an earlier
+    write of the same message used it there (its entry is pending, this process finished
+    it, or — on a retry — its record exists); then ``key:<16 hex>``, a digest of the
+    symbols this write applies (deterministic, so a retry finds its own entry).
+
+    Raises:
+        TransientStoreError: the store is unavailable.
+    """
+    used = account.pending_for(key) is not None or (account.account_id, key) in deps.completed
+    if not used and retry:
+        used = await deps.store.read_record(account.account_id, f"@{key}") is not None
+    if not used:
+        return key
+    symbols = ",".join(sorted({m.symbol for m in fresh}))
+    return f"{key}:{hashlib.sha256(symbols.encode()).hexdigest()[:16]}"
 
 
 async def _deadletter_account(
@@ -950,14 +975,10 @@ async def _apply_marks(
     revalued: set[str] = set()
     gate = asyncio.Semaphore(MARK_CONCURRENCY)
 
-    async def revalue(account_id: str, only: frozenset[str] | None, record: str) -> None:
-        mine = [
-            m
-            for m in newer
-            if account_id in holders[m.symbol] and (only is None or m.symbol in only)
-        ]
+    async def revalue(account_id: str) -> None:
+        mine = [m for m in newer if account_id in holders[m.symbol]]
         async with gate:
-            result = await _revalue_account(deps, account_id, mine, record, raw, queue, retry)
+            result = await _revalue_account(deps, account_id, mine, key, raw, queue, retry)
             if result is None:
                 return
             alerts, holds = result
@@ -969,37 +990,32 @@ async def _apply_marks(
         for alert in alerts:
             sent.setdefault(alert.sourceId, []).append(alert)
 
-    async def revalue_all(work: Sequence[tuple[str, frozenset[str] | None, str]]) -> None:
+    async def revalue_all(ids: Sequence[str]) -> None:
         # Accounts are independent (one conditional write each): re-value them
         # concurrently, wait for all, then fail with the first error (the host retries
         # the whole message).
-        results = await asyncio.gather(*(revalue(*w) for w in work), return_exceptions=True)
+        results = await asyncio.gather(*(revalue(a) for a in ids), return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
                 raise result
 
-    await revalue_all([(a, None, key) for a in accounts])
-    first = set(accounts)
+    await revalue_all(accounts)
     latest = {m.symbol: m for m in newer}  # sorted ascending: the last one is the newest
     await _store_marks(deps, latest)
     # List the holders again now that the marks are stored: a fill that opened a symbol
     # after the first listing may have valued it at the older mark, and its catch-up read
     # may have come before the store. A holder indexed after this listing reads the new
     # mark in its own catch-up (it indexes itself before that read): none is missed.
-    late: dict[str, set[str]] = {}
+    # Only its newly listed symbols are new to an account re-valued in the first pass (the
+    # others' marks are no longer newer than its positions'); such a second write goes
+    # under its own record key (:func:`_record_key`).
+    late: set[str] = set()
     for symbol in sorted(latest):
         for account_id, etag in await deps.store.list_holders(symbol):
             if account_id not in holders[symbol]:
                 holders[symbol][account_id] = etag
-                late.setdefault(account_id, set()).add(symbol)
-    # An account re-valued in the first pass may hold this message's pending entry: its
-    # late symbols go under their own record key (no entry is taken for a duplicate).
-    await revalue_all(
-        [
-            (a, frozenset(symbols), f"{key}:late" if a in first else key)
-            for a, symbols in sorted(late.items())
-        ]
-    )
+                late.add(account_id)
+    await revalue_all(sorted(late))
     for m in newer:
         outcomes.append(
             Outcome(

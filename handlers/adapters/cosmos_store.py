@@ -251,8 +251,9 @@ class CosmosLedgerStore:
 
     async def index_holder(self, symbol: str, account_id: str) -> Mapping[str, Any] | None:
         """Upsert ``holder:<accountId>`` and read ``@mark`` in one transactional batch of
-        the symbol's partition. Without a stored mark the batch fails on its read (Cosmos
-        rolls the upsert back): the entry is then upserted alone and None returned."""
+        the symbol's partition. Without a stored mark the batch fails on its read, and
+        Cosmos rolls the upsert back: the entry is then upserted alone and the mark read
+        after it (a mark stored in between must be seen), three requests in all."""
         proxy = await self.container("marks")
         body = {
             "id": f"holder:{account_id}",
@@ -275,7 +276,7 @@ class CosmosLedgerStore:
                     f"{what}: the batch failed at operation {exc.error_index}: {exc.message}"
                 ) from exc
             await _translate(lambda: proxy.upsert_item(body=body), what)
-            return None
+            return await self.read_mark(symbol)
         mark = results[1].get("resourceBody")
         return mark if isinstance(mark, dict) else None
 

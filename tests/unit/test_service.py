@@ -1110,7 +1110,7 @@ def test_a_holder_that_opens_another_marked_symbol_in_flight_gets_both_marks(
     """A MARKS message for BTCUSDT and ETHUSDT: a BTCUSDT holder opens ETHUSDT after the
     ETHUSDT holders were listed. The first pass applies BTCUSDT (and stores its alert as
     this message's pending entry); the second listing finds the ETHUSDT holder and
-    applies ETHUSDT under its own record key."""
+    applies ETHUSDT under its own record key (the message's, plus a digest of ETHUSDT)."""
     open_btc(deps)
     listed = store.list_holders
 
@@ -1143,7 +1143,8 @@ def test_a_holder_that_opens_another_marked_symbol_in_flight_gets_both_marks(
         ("LIQUIDATION_RISK", "USDT", MARK_ID),
         ("LIQUIDATION_RISK", "ETHUSDT:BOTH", eth_id),
     ]
-    first, late = f"@marks:{digest(raw)}", f"@marks:{digest(raw)}:late"
+    eth = hashlib.sha256(b"ETHUSDT").hexdigest()[:16]
+    first, late = f"@marks:{digest(raw)}", f"@marks:{digest(raw)}:{eth}"
     records = {k[1]: v for k, v in store.records.items() if v["type"] == "revaluation"}
     assert sorted(records) == [first, late]
     assert [a["sourceId"] for a in records[late]["alerts"]] == [eth_id]
@@ -1223,6 +1224,52 @@ def test_the_mark_copy_never_goes_back_in_time(clock: FakeClock) -> None:
     assert cache.get("BTCUSDT", clock.now + timedelta(seconds=2), 1.0) is None
     assert cache.get("BTCUSDT", clock.now - timedelta(seconds=2), 1.0) is None  # clock stepped back
     assert cache.get("ETHUSDT", clock(), 1.0) is None
+
+
+def test_a_retry_sends_the_alerts_of_a_second_write_that_failed_to_send(
+    deps: Deps, store: FakeStore, sink: FakeSink
+) -> None:
+    """As above, but sending the alert of the second write (ETHUSDT) fails, after the
+    marks were stored. The retry ignores the stored marks, and still finishes both of the
+    message's entries on the account: the ETHUSDT alert is sent, once."""
+    open_btc(deps)
+    listed = store.list_holders
+    listings: list[str] = []
+
+    async def racing(symbol: str) -> list[tuple[str, str]]:
+        listings.append(symbol)
+        found = await listed(symbol)
+        if listings == ["BTCUSDT", "ETHUSDT"]:
+            short = event("fill_ethusdt_short", quantity="0.1")
+            assert (await service.process_trade_message(as_body(short), deps)).kind == "APPLIED"
+        if len(listings) == 4:  # the second listing of ETHUSDT: the next send fails
+            sink.fail_sends = 1
+        return found
+
+    store.list_holders = racing  # type: ignore[method-assign]
+    batch = event(
+        "marks_batch",
+        marks=[
+            {"symbol": "BTCUSDT", "markPrice": "50000", "timestamp": "2024-10-01T12:30:00Z"},
+            {"symbol": "ETHUSDT", "markPrice": "3000", "timestamp": "2024-10-01T12:30:00Z"},
+        ],
+    )
+    raw = as_body(batch)
+    with pytest.raises(SinkDown):
+        marks(deps, raw)
+    assert [a.sourceId for a in sink.sent] == [MARK_ID]  # the BTCUSDT alert only
+    store.list_holders = listed  # type: ignore[method-assign]
+    again = marks(deps, raw, dequeue_count=2)
+    assert [o.kind for o in again] == ["IGNORED", "IGNORED"]  # both marks are stored
+    eth_id = "ETHUSDT@2024-10-01T12:30:00.000Z"
+    assert [(a.type, a.sourceId) for a in sink.sent] == [
+        ("LIQUIDATION_RISK", MARK_ID),
+        ("LIQUIDATION_RISK", eth_id),
+    ]
+    eth = hashlib.sha256(b"ETHUSDT").hexdigest()[:16]
+    assert (ACCT, f"@marks:{digest(raw)}:{eth}") in store.records
+    marks(deps, raw, dequeue_count=3)
+    assert len(sink.sent) == 2
 
 
 def test_a_stale_cached_duplicate_is_still_a_duplicate(
