@@ -515,6 +515,24 @@ async def _catch_up(
         )
 
 
+async def _catch_up_duplicate(deps: Deps, account: AccountDoc, event_id: str) -> None:
+    """The catch-up of a fill found already applied (:func:`_catch_up`): the delivery that
+    applied it may have died between its account write and its catch-up. While the
+    event's entry is still on the account, the symbols it opened are known. Once the
+    entry is finished (by this delivery or an earlier one) their index entries exist,
+    so a fresh read of each mark comes after them, as the catch-up needs; an entry still
+    in flight elsewhere is caught up by that delivery, and this read is one more look.
+
+    Raises:
+        TransientStoreError: the store is unavailable.
+    """
+    pending = account.pending_for(event_id)
+    if pending is None or not pending.holders:
+        return
+    indexed = {symbol: await _read_mark(deps, symbol) for symbol in pending.holders}
+    await _catch_up(deps, account, indexed, deps.settings.marks_queue)
+
+
 async def _apply(
     deps: Deps, event: Fill | Transfer, account: AccountDoc, raw: bytes, digest: str, queue: str
 ) -> tuple[AccountDoc, list[Alert], dict[str, Any], Outcome]:
@@ -602,19 +620,26 @@ async def _process_event(
             account = await deps.store.read_account(account_id, fresh=fresh) or AccountDoc(
                 account_id
             )
+            duplicate: Outcome | None = None
             if event.event_id in account.recent_ids:
-                return await _complete_duplicate(deps, account, event.event_id, retry)
-            if await _was_evicted_duplicate(deps, account, event.event_id):
+                duplicate = await _complete_duplicate(deps, account, event.event_id, retry)
+            elif await _was_evicted_duplicate(deps, account, event.event_id):
                 return Outcome(
                     "DUPLICATE", event.event_id, account_id, detail="caught by its record"
                 )
-            account = await _settle_pending(deps, account)
-            new, _sent, doc, outcome = await _apply(deps, event, account, raw, digest, queue)
-            try:
-                await deps.store.write_account(doc, account.etag)
-                written = True
-            except StaleAccountState:
-                written = False
+            else:
+                account = await _settle_pending(deps, account)
+                new, _sent, doc, outcome = await _apply(deps, event, account, raw, digest, queue)
+                try:
+                    await deps.store.write_account(doc, account.etag)
+                    written = True
+                except StaleAccountState:
+                    written = False
+        if duplicate is not None:
+            # An earlier delivery may have died before its catch-up. Outside the lock: a
+            # catch-up re-values under the account's lock itself.
+            await _catch_up_duplicate(deps, account, event.event_id)
+            return duplicate
         if not written:
             delay = _backoff(attempt)
             logger.info(

@@ -1272,6 +1272,26 @@ def test_a_retry_sends_the_alerts_of_a_second_write_that_failed_to_send(
     assert len(sink.sent) == 2
 
 
+def test_a_redelivered_opening_fill_catches_up_when_the_first_delivery_died(
+    deps: Deps, store: FakeStore, sink: FakeSink
+) -> None:
+    """The first delivery writes the account and indexes the holder, then dies writing
+    its record (before its catch-up). A newer mark is stored meanwhile by an instance
+    whose listings missed the account. The redelivery finishes the event and catches up."""
+    marks(deps, mark_at("60000", "2024-10-01T12:00:00Z"))
+    funded(deps)
+    store.fail_record_creates = 1
+    with pytest.raises(StoreDown):
+        trade(deps, event("fill_btcusdt_long", fee="0"))
+    stored_elsewhere(store, "50000", "2024-10-01T12:30:00.000Z")
+    assert store.account(ACCT)["positions"][0]["markPrice"] == "60000"
+    assert trade(deps, event("fill_btcusdt_long", fee="0"), dequeue_count=2).kind == "DUPLICATE"
+    position = store.account(ACCT)["positions"][0]
+    assert (position["markPrice"], position["unrealizedPnl"]) == ("50000", "-1000")
+    assert [(a.type, a.sourceId) for a in sink.sent] == [("LIQUIDATION_RISK", M2)]
+    assert (ACCT, FILL_ID) in store.records
+
+
 def test_a_stale_cached_duplicate_is_still_a_duplicate(
     deps: Deps, store: FakeStore, sink: FakeSink
 ) -> None:
