@@ -493,13 +493,19 @@ async def _read_mark(deps: Deps, symbol: str, max_age: float = 0.0) -> Mapping[s
 
 
 async def _catch_up(
-    deps: Deps, account: AccountDoc, indexed: Mapping[str, Mapping[str, Any] | None], queue: str
+    deps: Deps,
+    account: AccountDoc,
+    indexed: Mapping[str, Mapping[str, Any] | None],
+    queue: str,
+    retry: bool,
 ) -> None:
     """After a fill opened symbols: a mark stored while the fill was in flight may have
     missed this account (it was not in the holder index yet); apply it now. ``indexed``
     holds each opened symbol's stored mark as read right after its index entry was
     written (:func:`_finish`): a mark stored later finds the entry. ``account`` is the
-    state just written: a mark no newer than its positions' costs no account read."""
+    state just written: a mark no newer than its positions' costs no account read.
+    ``retry`` is the delivery's own: only a retry finishes a young catch-up entry that
+    another delivery left (:func:`_complete_duplicate`), so copies never double-send."""
     for symbol, doc in indexed.items():
         if doc is None:
             continue
@@ -511,17 +517,19 @@ async def _catch_up(
             symbol, price, stamp, str(doc.get("markId") or f"{symbol}@{format_timestamp(stamp)}")
         )
         await _revalue_account(
-            deps, account.account_id, [mark], f"mark:{mark.mark_id}", b"", queue, True
+            deps, account.account_id, [mark], f"mark:{mark.mark_id}", b"", queue, retry
         )
 
 
 async def _catch_up_duplicate(deps: Deps, account: AccountDoc, event_id: str) -> None:
-    """The catch-up of a fill found already applied (:func:`_catch_up`): the delivery that
-    applied it may have died between its account write and its catch-up. While the
-    event's entry is still on the account, the symbols it opened are known. Once the
-    entry is finished (by this delivery or an earlier one) their index entries exist,
-    so a fresh read of each mark comes after them, as the catch-up needs; an entry still
-    in flight elsewhere is caught up by that delivery, and this read is one more look.
+    """The catch-up of a fill a RETRY finds already applied (:func:`_catch_up`): the
+    delivery that applied it may have died between its account write and its catch-up.
+    While the event's entry is still on the account (until its record exists and a later
+    write of the account prunes it) the symbols it opened are known, and the entry has
+    been finished (by :func:`_complete_duplicate` on this retry, or before), so their
+    index entries exist and a fresh read of each mark comes after them, as the catch-up
+    needs. A first delivery that finds its event applied is a copy: the delivery that
+    applied it catches up itself, or fails and is retried.
 
     Raises:
         TransientStoreError: the store is unavailable.
@@ -530,7 +538,7 @@ async def _catch_up_duplicate(deps: Deps, account: AccountDoc, event_id: str) ->
     if pending is None or not pending.holders:
         return
     indexed = {symbol: await _read_mark(deps, symbol) for symbol in pending.holders}
-    await _catch_up(deps, account, indexed, deps.settings.marks_queue)
+    await _catch_up(deps, account, indexed, deps.settings.marks_queue, True)
 
 
 async def _apply(
@@ -636,9 +644,10 @@ async def _process_event(
                 except StaleAccountState:
                     written = False
         if duplicate is not None:
-            # An earlier delivery may have died before its catch-up. Outside the lock: a
-            # catch-up re-values under the account's lock itself.
-            await _catch_up_duplicate(deps, account, event.event_id)
+            if retry:
+                # The delivery that applied it may have died before its catch-up. Outside
+                # the lock: a catch-up re-values under the account's lock itself.
+                await _catch_up_duplicate(deps, account, event.event_id)
             return duplicate
         if not written:
             delay = _backoff(attempt)
@@ -655,7 +664,7 @@ async def _process_event(
         assert pending is not None
         indexed = await _finish(deps, account_id, pending)
         if indexed:
-            await _catch_up(deps, new, indexed, deps.settings.marks_queue)
+            await _catch_up(deps, new, indexed, deps.settings.marks_queue, retry)
         return outcome
     raise StaleAccountState(
         f"account {account_id}: {MAX_WRITE_ATTEMPTS} conflicting writes in a row for {event.event_id}"
@@ -860,7 +869,7 @@ async def _revalue_once(
         done += (await _complete_duplicate(deps, account, entry, retry)).alerts
     if not fresh:
         return done, holds
-    key = await _record_key(deps, account, key, fresh, retry)
+    before = account
     account = await _settle_pending(deps, account)
     ledger = account.ledger
     now = deps.clock()
@@ -874,7 +883,8 @@ async def _revalue_once(
     final = value(ledger, deps.catalog, deps.settings.margin_call_ratio)
     new = replace(account, ledger=ledger, version=account.version + 1)
     pending = None
-    if alerts:
+    if alerts:  # the record key matters only for an entry and its record
+        key = await _record_key(deps, before, key, fresh, retry)
         pending = Pending(
             key,
             {

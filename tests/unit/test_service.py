@@ -1292,6 +1292,68 @@ def test_a_redelivered_opening_fill_catches_up_when_the_first_delivery_died(
     assert (ACCT, FILL_ID) in store.records
 
 
+class _PausingStore:
+    """Instance 2's view of the shared FakeStore: its second account read waits until
+    ``go`` is set (so instance 1 can write in between)."""
+
+    def __init__(self, inner: FakeStore, go: asyncio.Event) -> None:
+        self._inner = inner
+        self._go = go
+        self.reads = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def read_account(self, account_id: str, *, fresh: bool = True) -> Any:
+        self.reads += 1
+        if self.reads == 2:
+            await self._go.wait()
+        return await self._inner.read_account(account_id, fresh=fresh)
+
+
+def test_a_first_delivery_copy_leaves_a_young_catch_up_entry_to_its_owner(
+    store: FakeStore, sink: FakeSink, clock: FakeClock
+) -> None:
+    """Instance 1 values an opening fill at its (older) copy of the mark, so it catches
+    up on the stored one. A copy of the fill reaches instance 2 as a FIRST delivery: it
+    reads the account before instance 1's catch-up write and again after it, before
+    instance 1 sends the catch-up's alert. The young entry is instance 1's to finish: the
+    alert goes out once (the contract: without failures, each alertId exactly once)."""
+    one = make_deps(store, sink, clock, MARK_CACHE_SECONDS="1")
+    go = asyncio.Event()
+    paused = _PausingStore(store, go)
+    two = dataclasses.replace(make_deps(store, sink, clock), store=paused)  # type: ignore[arg-type]
+    marks(one, mark_at("60000", "2024-10-01T12:00:00Z"))
+    funded(one)
+    stored_elsewhere(store, "50000", "2024-10-01T12:30:00.000Z")
+    body = as_body(event("fill_btcusdt_long", fee="0"))
+    copy: list[asyncio.Task[Outcome]] = []
+    send = sink.send
+
+    async def start_copy(document: Any, etag: str | None) -> None:
+        if any(p["eventId"].startswith("mark:") for p in document["pending"]) and not copy:
+            # instance 1 is about to write its catch-up: the copy reads once, then ends or
+            # waits before its next read
+            copy.append(asyncio.ensure_future(service.process_trade_message(body, two)))
+            while paused.reads < 2 and not copy[0].done():
+                await asyncio.sleep(0)
+
+    async def let_copy_run_first(alerts: Any) -> None:
+        if any(a.sourceId == M2 for a in alerts) and not go.is_set():
+            go.set()  # instance 1 wrote its entry and is about to send: the copy reads now
+            while not copy[0].done():
+                await asyncio.sleep(0)
+        await send(alerts)
+
+    store.before_account_write = start_copy
+    sink.send = let_copy_run_first  # type: ignore[method-assign]
+    assert trade(one, body).kind == "APPLIED"
+    assert copy and copy[0].result().kind == "DUPLICATE"
+    position = store.account(ACCT)["positions"][0]
+    assert (position["markPrice"], position["unrealizedPnl"]) == ("50000", "-1000")
+    assert [(a.type, a.sourceId) for a in sink.sent] == [("LIQUIDATION_RISK", M2)]
+
+
 def test_a_stale_cached_duplicate_is_still_a_duplicate(
     deps: Deps, store: FakeStore, sink: FakeSink
 ) -> None:
