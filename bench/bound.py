@@ -47,25 +47,7 @@ CTX = MONEY.copy()
 add, sub, mul, div, neg = CTX.add, CTX.subtract, CTX.multiply, CTX.divide, CTX.minus
 ZERO = Decimal(0)
 ONE = Decimal(1)
-KEYS = frozenset(
-    [
-        "type",
-        "schemaVersion",
-        "tradeId",
-        "accountId",
-        "symbol",
-        "side",
-        "quantity",
-        "price",
-        "leverage",
-        "marginMode",
-        "positionSide",
-        "reduceOnly",
-        "fee",
-        "executedAt",
-        "correlationId",
-    ]
-)
+KEYS = frozenset(Fill.model_fields)  # the contract's FILL fields, from its model
 ID = re.compile(r"[A-Za-z0-9._:-]{1,64}").fullmatch
 NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]{1,3})?").fullmatch
 CALL_RATIO = Decimal("0.8")

@@ -7,8 +7,6 @@ the mark) with and without a stored mark."""
 
 from __future__ import annotations
 
-import base64
-import json
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -19,7 +17,8 @@ import pytest
 
 from handlers.service import Deps
 from tests.aio import process_mark_message, process_trade_message, run
-from tests.integration.test_marks_scale import CountingStore, in_process
+from tests.integration.test_marks import mark
+from tests.integration.test_marks_scale import CountingStore, body, in_process
 from tests.integration.test_pipeline import deposit, fill
 from tests.support import AppUnderTest
 
@@ -59,10 +58,6 @@ class Requests:
         return Counter(self.calls)
 
 
-def body(message: dict[str, Any]) -> bytes:
-    return base64.b64encode(json.dumps(message).encode())
-
-
 def applied(deps: Deps, message: dict[str, Any]) -> None:
     outcome = process_trade_message(body(message), deps)
     assert outcome.kind == "APPLIED", outcome
@@ -82,14 +77,7 @@ def test_requests_per_applied_fill(local: tuple[Deps, CountingStore], copy_secon
     deps, store = local
     deps = replace(deps, settings=replace(deps.settings, mark_cache_seconds=copy_seconds))
     requests = Requests(store)
-    mark = {
-        "type": "MARK",
-        "schemaVersion": 1,
-        "symbol": "BTCUSDT",
-        "markPrice": "60000",
-        "timestamp": "2024-10-01T00:00:30Z",
-    }
-    (stored,) = process_mark_message(body(mark), deps)
+    (stored,) = process_mark_message(body(mark("BTCUSDT", "60000", 30)), deps)
     assert stored.kind == "APPLIED"
     applied(deps, deposit("req-1", "100000", "dep-req-1"))
     # (the process's copy of the mark is the one it just stored)
@@ -122,14 +110,7 @@ def test_indexing_a_holder_reads_the_mark_in_the_same_request(
     # No mark stored: the batch fails on its read; the entry is indexed all the same.
     assert run(inner.index_holder("ETHUSDT", "idx-1")) is None
     assert [a for a, _ in run(inner.list_holders("ETHUSDT"))] == ["idx-1"]
-    mark = {
-        "type": "MARK",
-        "schemaVersion": 1,
-        "symbol": "ETHUSDT",
-        "markPrice": "2500.5",
-        "timestamp": "2024-10-01T00:00:40Z",
-    }
-    (stored,) = process_mark_message(body(mark), deps)
+    (stored,) = process_mark_message(body(mark("ETHUSDT", "2500.5", 40)), deps)
     assert stored.kind == "APPLIED"
     found = run(inner.index_holder("ETHUSDT", "idx-2"))
     assert found is not None

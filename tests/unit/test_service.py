@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import hashlib
 import json
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -1072,6 +1073,38 @@ def test_a_stale_cached_copy_cannot_hide_a_holder_from_a_mark(deps: Deps, store:
     assert [a for a, _ in run(store.list_holders("BTCUSDT"))] == [ACCT]  # still indexed
 
 
+def interleave(store: FakeStore, act: Callable[[list[str]], Awaitable[None]]) -> list[str]:
+    """Make each holder listing run ``act(symbols listed so far)`` after it has taken its
+    rows (a fill landing while a mark is in flight). Returns those symbols; ``del
+    store.list_holders`` undoes it."""
+    listed = store.list_holders
+    listings: list[str] = []
+
+    async def racing(symbol: str) -> list[tuple[str, str]]:
+        listings.append(symbol)
+        found = await listed(symbol)
+        await act(listings)
+        return found
+
+    store.list_holders = racing  # type: ignore[method-assign]
+    return listings
+
+
+async def applied_now(deps: Deps, name: str, **changes: Any) -> None:
+    """A fill applied from inside another message's processing."""
+    outcome = await service.process_trade_message(as_body(event(name, **changes)), deps)
+    assert outcome.kind == "APPLIED"
+
+
+BTC_ETH_MARKS = event(
+    "marks_batch",
+    marks=[
+        {"symbol": "BTCUSDT", "markPrice": "50000", "timestamp": "2024-10-01T12:30:00Z"},
+        {"symbol": "ETHUSDT", "markPrice": "3000", "timestamp": "2024-10-01T12:30:00Z"},
+    ],
+)
+
+
 def test_a_fill_that_opens_while_a_mark_is_in_flight_is_revalued_by_it(
     deps: Deps, store: FakeStore, sink: FakeSink
 ) -> None:
@@ -1080,21 +1113,13 @@ def test_a_fill_that_opens_while_a_mark_is_in_flight_is_revalued_by_it(
     seeing the old mark). The mark lists the holders again once stored: it reaches it."""
     marks(deps, mark_at("60000", "2024-10-01T12:00:00Z"))
     funded(deps)
-    listed = store.list_holders
-    listings: list[str] = []
 
-    async def racing(symbol: str) -> list[tuple[str, str]]:
-        listings.append(symbol)
-        found = await listed(symbol)
+    async def open_now(listings: list[str]) -> None:
         if len(listings) == 1:  # the mark is in flight: the fill opens now
-            opened = await service.process_trade_message(
-                as_body(event("fill_btcusdt_long", fee="0")), deps
-            )
-            assert opened.kind == "APPLIED"
+            await applied_now(deps, "fill_btcusdt_long", fee="0")
             assert store.account(ACCT)["positions"][0]["markPrice"] == "60000"
-        return found
 
-    store.list_holders = racing  # type: ignore[method-assign]
+    listings = interleave(store, open_now)
     [outcome] = marks(deps, mark_at("50000"))
     assert outcome.kind == "APPLIED"
     assert listings == ["BTCUSDT", "BTCUSDT"]
@@ -1112,24 +1137,13 @@ def test_a_holder_that_opens_another_marked_symbol_in_flight_gets_both_marks(
     this message's pending entry); the second listing finds the ETHUSDT holder and
     applies ETHUSDT under its own record key (the message's, plus a digest of ETHUSDT)."""
     open_btc(deps)
-    listed = store.list_holders
 
-    async def racing(symbol: str) -> list[tuple[str, str]]:
-        found = await listed(symbol)
-        if symbol == "ETHUSDT" and not store.account(ACCT)["positions"][1:]:
-            short = event("fill_ethusdt_short", quantity="0.1")
-            assert (await service.process_trade_message(as_body(short), deps)).kind == "APPLIED"
-        return found
+    async def open_eth(listings: list[str]) -> None:
+        if listings == ["BTCUSDT", "ETHUSDT"]:
+            await applied_now(deps, "fill_ethusdt_short", quantity="0.1")
 
-    store.list_holders = racing  # type: ignore[method-assign]
-    batch = event(
-        "marks_batch",
-        marks=[
-            {"symbol": "BTCUSDT", "markPrice": "50000", "timestamp": "2024-10-01T12:30:00Z"},
-            {"symbol": "ETHUSDT", "markPrice": "3000", "timestamp": "2024-10-01T12:30:00Z"},
-        ],
-    )
-    raw = as_body(batch)
+    interleave(store, open_eth)
+    raw = as_body(BTC_ETH_MARKS)
     outcomes = marks(deps, raw)
     assert [o.kind for o in outcomes] == ["APPLIED", "APPLIED"]
     by_symbol = {p["symbol"]: p for p in store.account(ACCT)["positions"]}
@@ -1233,32 +1247,19 @@ def test_a_retry_sends_the_alerts_of_a_second_write_that_failed_to_send(
     marks were stored. The retry ignores the stored marks, and still finishes both of the
     message's entries on the account: the ETHUSDT alert is sent, once."""
     open_btc(deps)
-    listed = store.list_holders
-    listings: list[str] = []
 
-    async def racing(symbol: str) -> list[tuple[str, str]]:
-        listings.append(symbol)
-        found = await listed(symbol)
+    async def open_eth_then_fail_a_send(listings: list[str]) -> None:
         if listings == ["BTCUSDT", "ETHUSDT"]:
-            short = event("fill_ethusdt_short", quantity="0.1")
-            assert (await service.process_trade_message(as_body(short), deps)).kind == "APPLIED"
+            await applied_now(deps, "fill_ethusdt_short", quantity="0.1")
         if len(listings) == 4:  # the second listing of ETHUSDT: the next send fails
             sink.fail_sends = 1
-        return found
 
-    store.list_holders = racing  # type: ignore[method-assign]
-    batch = event(
-        "marks_batch",
-        marks=[
-            {"symbol": "BTCUSDT", "markPrice": "50000", "timestamp": "2024-10-01T12:30:00Z"},
-            {"symbol": "ETHUSDT", "markPrice": "3000", "timestamp": "2024-10-01T12:30:00Z"},
-        ],
-    )
-    raw = as_body(batch)
+    interleave(store, open_eth_then_fail_a_send)
+    raw = as_body(BTC_ETH_MARKS)
     with pytest.raises(SinkDown):
         marks(deps, raw)
     assert [a.sourceId for a in sink.sent] == [MARK_ID]  # the BTCUSDT alert only
-    store.list_holders = listed  # type: ignore[method-assign]
+    del store.list_holders
     again = marks(deps, raw, dequeue_count=2)
     assert [o.kind for o in again] == ["IGNORED", "IGNORED"]  # both marks are stored
     eth_id = "ETHUSDT@2024-10-01T12:30:00.000Z"
