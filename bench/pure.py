@@ -17,7 +17,6 @@ other work; the stages are timed with ``time.perf_counter`` (a CPU clock read co
 from __future__ import annotations
 
 import argparse
-import base64
 import cProfile
 import io
 import json
@@ -32,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from bench.workload import b64, fill
 from handlers.core.alerts import Thresholds, fill_alerts, risk_alerts
 from handlers.core.catalog import Catalog, load_catalog
 from handlers.core.contracts import Fill, validate_inbound
@@ -62,21 +62,24 @@ def stream(fills: int, accounts: int, seed: int = 1) -> list[bytes]:
         qty = Decimal(step) * rng.randint(2 if symbol == "ETHUSDT" else 1, 50)
         if symbol == "BTCUSDT":
             qty = Decimal("0.002") * rng.randint(1, 50)
-        message = {
-            "type": "FILL",
-            "schemaVersion": 1,
-            "tradeId": f"t{n}",
-            "accountId": f"a{rng.randrange(accounts)}",
-            "symbol": symbol,
-            "side": rng.choice(["BUY", "SELL"]),
-            "quantity": str(qty),
-            "price": f"{base + rng.randint(-500, 500)}.{rng.randint(0, 9)}"
+        account = f"a{rng.randrange(accounts)}"  # draws in their seeded order: account, side, price, leverage
+        side = rng.choice(["BUY", "SELL"])
+        price = (
+            f"{base + rng.randint(-500, 500)}.{rng.randint(0, 9)}"
             if symbol != "ETHUSDT"
-            else f"{base + rng.randint(-50, 50)}.{rng.randint(10, 99)}",
-            "leverage": rng.choice([5, 10, 20]),
-            "executedAt": (start + timedelta(milliseconds=n)).isoformat().replace("+00:00", "Z"),
-        }
-        out.append(base64.b64encode(json.dumps(message).encode()))
+            else f"{base + rng.randint(-50, 50)}.{rng.randint(10, 99)}"
+        )
+        message = fill(
+            account,
+            f"t{n}",
+            symbol=symbol,
+            side=side,
+            quantity=str(qty),
+            price=price,
+            leverage=rng.choice([5, 10, 20]),
+            executedAt=(start + timedelta(milliseconds=n)).isoformat().replace("+00:00", "Z"),
+        )
+        out.append(b64(message).encode())
     return out
 
 

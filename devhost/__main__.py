@@ -43,6 +43,17 @@ def _settings_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _latency_ms(text: str) -> str:
+    """argparse type of --cosmos-latency-ms: the text, once it parses as A-B or A."""
+    from devhost.services import parse_latency_ms
+
+    try:
+        parse_latency_ms(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m devhost",
@@ -73,6 +84,13 @@ def _parser() -> argparse.ArgumentParser:
     start = actions.add_parser("start", help="start both services (reuses running ones)")
     start.add_argument("--queue-port", type=int, help="Azurite queue port (default 10001)")
     start.add_argument("--cosmos-port", type=int, help="Cosmos DB port (default 8081)")
+    start.add_argument(
+        "--cosmos-latency-ms",
+        type=_latency_ms,
+        metavar="A-B",
+        help="delay every Cosmos request by a random A..B ms (or A), like Azure's 5-10, for "
+        "race tests (default: the run dir's last value, else none; 0: none)",
+    )
     start.add_argument("--format", choices=("json", "env"), default="json")
     for action in (start, actions.add_parser("stop"), actions.add_parser("status")):
         action.add_argument("--run-dir", type=Path, metavar="DIR", help="default: .run/services")
@@ -118,7 +136,9 @@ def _services(args: argparse.Namespace) -> int:
     run_dir = args.run_dir or services.DEFAULT_RUN_DIR
     try:
         if args.action == "start":
-            started = services.start(run_dir, args.queue_port, args.cosmos_port)
+            started = services.start(
+                run_dir, args.queue_port, args.cosmos_port, args.cosmos_latency_ms
+            )
             values = started.settings()
             if args.format == "json":
                 print(json.dumps(values, indent=2))

@@ -5,6 +5,11 @@ Each service runs in its own process group (``start_new_session``), logs to
 ``<run_dir>/ports.json``. Everything is idempotent: starting a running service reuses it,
 stopping a stopped one does nothing. :func:`stop_one` and :func:`start_one` kill and restart a
 single service (on the port it had) for outage tests.
+
+The Cosmos server can answer with Azure-like latency (``cosmos_latency_ms="5-10"``: every
+request waits a uniformly random 5..10 ms, see ``localazure/cosmos.js``), for race tests
+whose windows are that wide in Azure. The value is kept in ``<run_dir>/cosmos.latency`` and,
+like the port, reused by a later start in the same run directory; ``"0"`` turns it off.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ __all__ = [
     "LocalServices",
     "ServiceError",
     "ServiceName",
+    "parse_latency_ms",
     "start",
     "start_one",
     "status",
@@ -55,6 +61,9 @@ AZURITE_MAIN = REPO_ROOT / "node_modules" / "azurite" / "dist" / "src" / "queue"
 COSMOS_LAUNCHER = REPO_ROOT / "localazure" / "cosmos.js"
 _COSMOS_PACKAGE = REPO_ROOT / "node_modules" / "@vercel" / "cosmosdb-server" / "package.json"
 _PROCESS_MARKERS = {"azurite": "azurite", "cosmos": "cosmos.js"}
+#: The launcher's latency variable: ``"A-B"`` or ``"A"`` whole milliseconds per request.
+COSMOS_LATENCY_ENV = "TRADEGUARD_COSMOS_LATENCY_MS"
+MAX_LATENCY_MS = 60000
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 5.0
 
@@ -98,6 +107,39 @@ class LocalServices:
         }
 
 
+def parse_latency_ms(text: str) -> tuple[int, int]:
+    """``(A, B)`` of a latency ``"A-B"`` or ``"A"`` (whole milliseconds, 0 <= A <= B <= 60000).
+
+    Raises:
+        ValueError: any other text; the message says what is expected.
+    """
+    low_text, dash, high_text = text.strip().partition("-")
+    if not dash:
+        high_text = low_text
+    if not (
+        low_text.isdigit() and high_text.isdigit() and low_text.isascii() and high_text.isascii()
+    ):
+        raise ValueError(
+            f"{text!r} is not a latency: expected A-B or A, whole milliseconds (e.g. 5-10)"
+        )
+    low, high = int(low_text), int(high_text)
+    if low > high or high > MAX_LATENCY_MS:
+        raise ValueError(
+            f"{text!r} is not a latency: expected 0 <= A <= B <= {MAX_LATENCY_MS} milliseconds"
+        )
+    return low, high
+
+
+def _latency_text(value: str | None) -> str | None:
+    """The canonical form of a latency (``"5-10"``), or None for none (unset or 0)."""
+    if value is None:
+        return None
+    low, high = parse_latency_ms(value)
+    if high == 0:
+        return None
+    return f"{low}-{high}" if low != high else str(low)
+
+
 def _check_name(name: str) -> None:
     if name not in SERVICE_NAMES:
         raise ServiceError(f"unknown service {name!r} (expected one of {', '.join(SERVICE_NAMES)})")
@@ -113,6 +155,18 @@ def _log_file(run_dir: Path, name: str) -> Path:
 
 def _ports_file(run_dir: Path) -> Path:
     return run_dir / "ports.json"
+
+
+def _latency_file(run_dir: Path) -> Path:
+    return run_dir / "cosmos.latency"
+
+
+def _read_latency(run_dir: Path) -> str | None:
+    """The latency the Cosmos server of ``run_dir`` was last started with (None: none)."""
+    try:
+        return _latency_text(_latency_file(run_dir).read_text(encoding="utf-8").strip())
+    except (OSError, ValueError):
+        return None
 
 
 def _read_ports(run_dir: Path) -> dict[str, int]:
@@ -234,6 +288,15 @@ def _command(name: str, port: int) -> list[str]:
     return ["node", str(COSMOS_LAUNCHER), str(port)]
 
 
+def _environment(latency: str | None) -> dict[str, str]:
+    """This process's environment, with the launcher's latency variable set or removed."""
+    env = dict(os.environ)
+    env.pop(COSMOS_LATENCY_ENV, None)
+    if latency is not None:
+        env[COSMOS_LATENCY_ENV] = latency
+    return env
+
+
 def _kill_group(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, sig)
@@ -253,24 +316,43 @@ def start_one(
     run_dir: Path = DEFAULT_RUN_DIR,
     port: int | None = None,
     timeout: float = START_TIMEOUT,
+    cosmos_latency_ms: str | None = None,
 ) -> int:
     """Start one service (``"azurite"`` or ``"cosmos"``) unless it already runs; return its port.
 
     ``port`` defaults to the port the service last had in ``run_dir``, else 10001 (Azurite)
     or 8081 (Cosmos). A running service on another port than ``port`` is restarted there.
+    ``cosmos_latency_ms`` (``"A-B"`` or ``"A"``, Cosmos only) delays every request by a
+    random A..B ms; it defaults to the latency the server last had in ``run_dir``, else none
+    (``"0"``: none). A running server with another latency is restarted with it.
 
     Raises:
-        ServiceError: unknown name, node/npm missing, the port is taken by another
-            process, or the service did not accept connections within ``timeout`` seconds
-            (the message carries the end of its log).
+        ServiceError: unknown name, a malformed latency or one given for Azurite,
+            node/npm missing, the port is taken by another process, or the service did not
+            accept connections within ``timeout`` seconds (the message carries the end of
+            its log).
     """
     _check_name(name)
+    if cosmos_latency_ms is not None and name != "cosmos":
+        raise ServiceError(f"cosmos_latency_ms applies to the Cosmos server only, not {name}")
+    try:
+        latency = (
+            _latency_text(cosmos_latency_ms)
+            if cosmos_latency_ms is not None
+            else _read_latency(run_dir)
+            if name == "cosmos"
+            else None
+        )
+    except ValueError as exc:
+        raise ServiceError(f"cosmos_latency_ms: {exc}") from None
     running = _running(name, run_dir)
     if running is not None:
         pid, running_port = running
-        if port is None or port == running_port:
+        same_latency = name != "cosmos" or latency == _read_latency(run_dir)
+        if (port is None or port == running_port) and same_latency:
             logger.info("%s already running (pid %d, port %d)", name, pid, running_port)
             return running_port
+        port = port or running_port
         stop_one(name, run_dir)
     chosen = port or _read_ports(run_dir).get(name) or DEFAULT_PORTS[name]
     _ensure_node_modules()
@@ -286,10 +368,16 @@ def start_one(
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env=_environment(latency),
         )
     _CHILDREN[process.pid] = process
     _pid_file(run_dir, name).write_text(f"{process.pid}\n", encoding="utf-8")
     _write_port(run_dir, name, chosen)
+    if name == "cosmos":
+        if latency is None:
+            _latency_file(run_dir).unlink(missing_ok=True)
+        else:
+            _latency_file(run_dir).write_text(f"{latency}\n", encoding="utf-8")
     deadline = time.monotonic() + timeout
     while not _port_open(chosen):
         if process.poll() is not None:
@@ -305,7 +393,13 @@ def start_one(
                 f"{log_path}:\n{_log_tail(run_dir, name)}"
             )
         time.sleep(0.05)
-    logger.info("started %s (pid %d, port %d)", name, process.pid, chosen)
+    logger.info(
+        "started %s (pid %d, port %d%s)",
+        name,
+        process.pid,
+        chosen,
+        f", latency {latency} ms" if latency is not None else "",
+    )
     return chosen
 
 
@@ -340,16 +434,23 @@ def start(
     run_dir: Path = DEFAULT_RUN_DIR,
     queue_port: int | None = None,
     cosmos_port: int | None = None,
+    cosmos_latency_ms: str | None = None,
 ) -> LocalServices:
     """Start Azurite and the Cosmos DB stand-in (reusing running ones).
 
-    Ports default to the ones recorded in ``run_dir``, else 10001 and 8081.
+    Ports default to the ones recorded in ``run_dir``, else 10001 and 8081;
+    ``cosmos_latency_ms`` (``"A-B"`` ms per Cosmos request) as in :func:`start_one`.
 
     Raises:
         ServiceError: a service could not be started (see :func:`start_one`).
     """
+    if cosmos_latency_ms is not None:
+        try:
+            parse_latency_ms(cosmos_latency_ms)
+        except ValueError as exc:  # before Azurite starts
+            raise ServiceError(f"cosmos_latency_ms: {exc}") from None
     queue = start_one("azurite", run_dir, queue_port)
-    cosmos = start_one("cosmos", run_dir, cosmos_port)
+    cosmos = start_one("cosmos", run_dir, cosmos_port, cosmos_latency_ms=cosmos_latency_ms)
     return LocalServices(queue_port=queue, cosmos_port=cosmos, run_dir=run_dir)
 
 
@@ -364,7 +465,8 @@ def stop(run_dir: Path = DEFAULT_RUN_DIR) -> None:
 
 
 def status(run_dir: Path = DEFAULT_RUN_DIR) -> dict[str, dict[str, object]]:
-    """Each service's state: running, pid, port and log path."""
+    """Each service's state: running, pid, port and log path; the Cosmos server's also its
+    ``latency_ms`` (``"A-B"``, or None without one)."""
     report: dict[str, dict[str, object]] = {}
     ports = _read_ports(run_dir)
     for name in SERVICE_NAMES:
@@ -375,4 +477,5 @@ def status(run_dir: Path = DEFAULT_RUN_DIR) -> dict[str, dict[str, object]]:
             "port": running[1] if running else ports.get(name),
             "log": str(_log_file(run_dir, name)),
         }
+    report["cosmos"]["latency_ms"] = _read_latency(run_dir)
     return report

@@ -8,7 +8,10 @@
 //      documents of every partition;
 //   3. a transactional batch fails with 500 because its operations carry no partition key
 //      (the SDK sends it once, in the header).
-// Usage: node localazure/cosmos.js [port]
+// With TRADEGUARD_COSMOS_LATENCY_MS="A-B" (or "A"), every request waits a uniformly random
+// A..B milliseconds before it is handled, as Azure's 5-10 ms per request would make it: race
+// tests then see windows as wide as there. Unset (the default): no delay.
+// Usage: [TRADEGUARD_COSMOS_LATENCY_MS=A-B] node localazure/cosmos.js [port]
 "use strict";
 const lib = (name) => require("@vercel/cosmosdb-server/lib/" + name);
 
@@ -87,5 +90,34 @@ const server = require("@vercel/cosmosdb-server").createHttpsServer({ keepAlive:
 // client that is about to reuse them, which surfaces as "Remote end closed connection").
 server.keepAliveTimeout = 120000;
 server.headersTimeout = 121000;
-server.listen(port, "127.0.0.1", () => console.log(`cosmos ready on 127.0.0.1:${port}`));
+
+// Azure-like latency: the stock request listener runs A..B ms after the request arrives.
+const LATENCY_VARIABLE = "TRADEGUARD_COSMOS_LATENCY_MS";
+const latency = (() => {
+  const text = process.env[LATENCY_VARIABLE];
+  if (text === undefined || text === "") return null;
+  const match = /^(\d+)(?:-(\d+))?$/.exec(text.trim());
+  const low = match ? Number(match[1]) : NaN;
+  const high = match && match[2] !== undefined ? Number(match[2]) : low;
+  if (!(low <= high && high <= 60000)) {
+    console.error(`${LATENCY_VARIABLE}=${JSON.stringify(text)}: expected "A-B" or "A", whole milliseconds, 0 <= A <= B <= 60000`);
+    process.exit(2);
+  }
+  return high > 0 ? { low, high } : null;
+})();
+if (latency !== null) {
+  const listeners = server.listeners("request");
+  server.removeAllListeners("request");
+  server.on("request", (req, res) => {
+    const delay = latency.low + Math.random() * (latency.high - latency.low);
+    setTimeout(() => {
+      for (const listener of listeners) listener.call(server, req, res);
+    }, delay);
+  });
+}
+
+server.listen(port, "127.0.0.1", () => {
+  const delay = latency === null ? "" : ` (latency ${latency.low}-${latency.high} ms per request)`;
+  console.log(`cosmos ready on 127.0.0.1:${port}${delay}`);
+});
 for (const signal of ["SIGTERM", "SIGINT"]) process.on(signal, () => process.exit(0));

@@ -1,4 +1,7 @@
-"""The pipeline end to end on the real local services: Azurite → devhost → Cosmos → alerts."""
+"""The pipeline end to end on the real local services: Azurite → devhost → Cosmos → alerts.
+
+``deposit`` and ``fill`` are :mod:`bench.workload`'s (the bench sends the same messages);
+the other integration tests import them from here too."""
 
 from __future__ import annotations
 
@@ -6,43 +9,13 @@ import base64
 import hashlib
 import json
 from decimal import Decimal
-from typing import Any
 
 import pytest
 
+from bench.workload import deposit, fill
 from tests.support import AppUnderTest, free_port
 
 pytestmark = pytest.mark.services
-
-
-def deposit(account: str, amount: str, transfer_id: str, asset: str = "USDT") -> dict[str, Any]:
-    return {
-        "type": "TRANSFER",
-        "schemaVersion": 1,
-        "transferId": transfer_id,
-        "accountId": account,
-        "asset": asset,
-        "amount": amount,
-        "reason": "DEPOSIT",
-        "occurredAt": "2024-10-01T00:00:00Z",
-    }
-
-
-def fill(account: str, trade_id: str, **extra: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "type": "FILL",
-        "schemaVersion": 1,
-        "tradeId": trade_id,
-        "accountId": account,
-        "symbol": "BTCUSDT",
-        "side": "BUY",
-        "quantity": "0.1",
-        "price": "60000",
-        "leverage": 10,
-        "executedAt": "2024-10-01T00:01:00Z",
-    }
-    base.update(extra)
-    return base
 
 
 def digest(text: str) -> str:

@@ -1,10 +1,9 @@
 """Exactly-once effect under failures, on the real services: crash windows of the write
-path, a Cosmos outage mid-run, and replay of poisoned bodies."""
+path, a Cosmos outage mid-run, and replay of poisoned bodies. The messages are
+:mod:`bench.workload`'s."""
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import signal
 import subprocess
@@ -16,10 +15,12 @@ from typing import Any
 
 import pytest
 
+from bench import workload
+from bench.workload import deposit, fill
 from handlers.service import Deps
 from tests.aio import process_trade_message
 from tests.integration.test_marks_scale import CountingStore, in_process
-from tests.integration.test_pipeline import deposit, fill, ran_ok
+from tests.integration.test_pipeline import ran_ok
 from tests.support import REPO, AppUnderTest
 
 pytestmark = pytest.mark.services
@@ -55,6 +56,11 @@ class FaultyStore(CountingStore):
         return maybe
 
 
+def b64(message: dict[str, Any]) -> bytes:
+    """The message body a queue trigger hands over (base64 JSON), as bytes."""
+    return workload.b64(message).encode()
+
+
 class FaultySink:
     def __init__(self, inner: Any, fail: bool) -> None:
         self.inner = inner
@@ -65,10 +71,6 @@ class FaultySink:
             self.fail = False
             raise Crash("before the alert")
         await self.inner.send(alerts)
-
-
-def b64(message: dict[str, Any]) -> bytes:
-    return base64.b64encode(json.dumps(message).encode())
 
 
 @pytest.mark.parametrize(

@@ -9,12 +9,12 @@
 3. Hot account: 200 fills on one account and symbol at 24 concurrent → exact quantity;
    ETag conflicts are retried and counted in the log.
 
-The long variants (`-m slow`) use ≥ 2,000 messages; CI runs the fast ones.
+The long variants (`-m slow`) use ≥ 2,000 messages; CI runs the fast ones. The messages,
+their base64 and their duplication are :mod:`bench.workload`'s.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import random
 from concurrent.futures import ThreadPoolExecutor
@@ -23,11 +23,12 @@ from typing import Any
 
 import pytest
 
+from bench import workload
+from bench.workload import b64, deposit, duplicated, fill
 from handlers.core.catalog import load_catalog
 from handlers.service import Deps
 from handlers.settings import load_settings
 from tests.aio import process_mark_message, process_trade_message
-from tests.integration.test_pipeline import deposit, fill
 from tests.support import REPO, AppUnderTest
 from tests.unit.fakes import FakeSink, FakeStore
 
@@ -36,19 +37,11 @@ pytestmark = pytest.mark.services
 VOLATILE_POSITION = {"updatedAt"}
 
 
-def b64(message: dict[str, Any] | str) -> str:
-    raw = message if isinstance(message, str) else json.dumps(message)
-    return base64.b64encode(raw.encode()).decode()
-
-
 def mark(symbol: str, price: str, n: int) -> dict[str, Any]:
-    return {
-        "type": "MARK",
-        "schemaVersion": 1,
-        "symbol": symbol,
-        "markPrice": price,
-        "timestamp": f"2024-10-05T{n // 3600:02d}:{n // 60 % 60:02d}:{n % 60:02d}Z",
-    }
+    """A MARK at second ``n`` of 2024-10-05."""
+    return workload.mark(
+        symbol, price, f"2024-10-05T{n // 3600:02d}:{n // 60 % 60:02d}:{n % 60:02d}Z"
+    )
 
 
 def order_free_stream(accounts: int, fills_per_account: int, rng: random.Random) -> list[Any]:
@@ -135,8 +128,7 @@ def event_ids(messages: list[Any]) -> list[tuple[str, str]]:
 def run_storm(app: AppUnderTest, accounts: int, fills: int) -> None:
     rng = random.Random(20241125)
     stream = order_free_stream(accounts, fills, rng)
-    deliveries = [m for m in stream for _ in range(3)]
-    rng.shuffle(deliveries)
+    deliveries = duplicated(stream, 3, rng)  # every message 3 times, shuffled
     marks = [m for m in deliveries if isinstance(m, dict) and m["type"] == "MARK"]
     trades = [m for m in deliveries if not (isinstance(m, dict) and m["type"] == "MARK")]
     app.send([b64(m) for m in marks], queue="MARKS_QUEUE", encode=False)
@@ -145,7 +137,7 @@ def run_storm(app: AppUnderTest, accounts: int, fills: int) -> None:
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     failed = result.stderr.count(" failed: ")
     settle = settle_marks(accounts)
-    app.send([b64(m) for m in settle for _ in range(3)], queue="MARKS_QUEUE", encode=False)
+    app.send([b64(m) for m in duplicated(settle, 3)], queue="MARKS_QUEUE", encode=False)
     result = app.run(timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
 
@@ -237,7 +229,7 @@ def test_ordered_stream_with_reductions_and_flips_duplicated(
 ) -> None:
     rng = random.Random(7)
     stream = ordered_stream(5, steps, rng)
-    app.send([b64(m) for m in stream for _ in range(2)], encode=False)
+    app.send([b64(m) for m in duplicated(stream, 2)], encode=False)
     result = app.run("--app-dir", str(sequential_app(app, tmp_path)), timeout=1800)
     assert result.returncode == 0, result.stderr[-4000:]
     expected = reference_state(stream, app.settings)
