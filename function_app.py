@@ -3,12 +3,15 @@
 The functions are ``async def``: the worker runs them on its event loop, where the asyncio
 SDK clients (one per process) serve them all. Each function decodes nothing itself: it
 hands the queue body to one call of :mod:`handlers.entrypoints`, which builds the
-process's dependencies once, runs the service and logs the outcome. Queue names come from app settings (``%SETTING%``).
+process's dependencies once, runs its flow and logs the outcome. Queue names come from app
+settings (``%SETTING%``); the marks fan-out queue's defaults to ``%MARKS_QUEUE%-fanout``
+when ``MARKS_FANOUT_QUEUE`` is not set (:func:`handlers.settings.fanout_queue_expression`).
 """
 
 import azure.functions as func
 
 from handlers import entrypoints
+from handlers.settings import fanout_queue_expression
 
 app = func.FunctionApp()
 
@@ -26,6 +29,14 @@ async def on_mark(msg: func.QueueMessage, context: func.Context) -> None:
 
 
 @app.queue_trigger(
+    arg_name="msg", queue_name=fanout_queue_expression(), connection="AzureWebJobsStorage"
+)
+async def on_mark_fanout(msg: func.QueueMessage, context: func.Context) -> None:
+    """Units of a mark's pass over many holders (the app's own fan-out queue)."""
+    await entrypoints.mark_fanout(msg, context)
+
+
+@app.queue_trigger(
     arg_name="msg", queue_name="%TRADES_QUEUE%-poison", connection="AzureWebJobsStorage"
 )
 async def on_trade_poison(msg: func.QueueMessage, context: func.Context) -> None:
@@ -39,6 +50,16 @@ async def on_trade_poison(msg: func.QueueMessage, context: func.Context) -> None
 async def on_mark_poison(msg: func.QueueMessage, context: func.Context) -> None:
     """Bodies of the marks queue the host gave up on."""
     await entrypoints.poison(msg, "marks", context)
+
+
+@app.queue_trigger(
+    arg_name="msg",
+    queue_name=fanout_queue_expression() + "-poison",
+    connection="AzureWebJobsStorage",
+)
+async def on_mark_fanout_poison(msg: func.QueueMessage, context: func.Context) -> None:
+    """Units of the marks fan-out the host gave up on."""
+    await entrypoints.poison(msg, "marks-fanout", context)
 
 
 @app.timer_trigger(arg_name="timer", schedule="0 */1 * * * *", run_on_startup=False)

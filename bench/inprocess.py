@@ -12,7 +12,7 @@ from __future__ import annotations
 from handlers.adapters.cosmos_store import CosmosLedgerStore, connect
 from handlers.adapters.queues import QueueAlertSink
 from handlers.core.catalog import load_catalog
-from handlers.service import Deps, process_mark_message, process_trade_message
+from handlers.flows import Deps, process_mark_message, process_trade_message
 
 __all__ = [
     "CosmosLedgerStore",

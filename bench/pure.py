@@ -1,6 +1,6 @@
 """Pure-path benchmark: decode → validate → state transition → risk → alert decision.
 
-In process, no I/O: the core functions :func:`handlers.service` calls for a FILL, in the
+In process, no I/O: the core functions :mod:`handlers.flows.trades` calls for a FILL, in the
 order it calls them (``decode_body``, ``validate_inbound``, ``check_fill``,
 ``apply_fill`` with the stored mark, ``value`` after, ``fill_alerts``,
 ``risk_alerts``, ``settle_risk_states``), on a generated stream of fills over many
@@ -36,10 +36,9 @@ from handlers.core.alerts import Thresholds, fill_alerts, risk_alerts
 from handlers.core.catalog import Catalog, load_catalog
 from handlers.core.contracts import Fill, validate_inbound
 from handlers.core.decode import decode_body
-from handlers.core.documents import settle_risk_states
 from handlers.core.state import Ledger, Rejected, Wallet, apply_fill, apply_mark
 from handlers.core.validation import check_fill
-from handlers.core.valuation import value
+from handlers.core.valuation import settle_risk_states, value
 from handlers.settings import SHIPPED_CATALOG
 
 SYMBOLS = {

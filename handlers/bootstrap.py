@@ -15,10 +15,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from handlers.adapters.cosmos_store import CosmosLedgerStore, connect
-from handlers.adapters.queues import QueueAlertSink
+from handlers.adapters.queues import QueueAlertSink, QueueTextSink
 from handlers.core.catalog import Catalog, load_catalog
 from handlers.errors import ConfigurationError
-from handlers.service import Deps
+from handlers.flows import Deps
 from handlers.settings import Settings, load_settings
 
 __all__ = ["close", "deps", "reset"]
@@ -47,13 +47,15 @@ def _build(settings: Settings, catalog: Catalog) -> Deps:
         connect(endpoint, settings.cosmos_key, settings.cosmos_database),
         settings.cosmos_database,
     )
-    sink = QueueAlertSink(settings.environ, settings.storage_connection, settings.alerts_queue)
-    return Deps(settings=settings, catalog=catalog, store=store, sink=sink)
+    environ, connection = settings.environ, settings.storage_connection
+    sink = QueueAlertSink(environ, connection, settings.alerts_queue)
+    fanout = QueueTextSink(environ, connection, settings.marks_fanout_queue)
+    return Deps(settings=settings, catalog=catalog, store=store, sink=sink, fanout=fanout)
 
 
 def deps() -> Deps:
     """The dependencies of the running event loop: settings, catalog, Cosmos store, alert
-    sink (settings and catalog are read once per process).
+    and fan-out queues (settings and catalog are read once per process).
 
     Raises:
         ConfigurationError: a setting or the catalog is wrong.
@@ -85,7 +87,7 @@ async def _close_at_shutdown(built: Deps) -> AsyncIterator[None]:
 
 
 async def _close_clients(built: Deps) -> None:
-    for client in (built.store, built.sink):
+    for client in (built.store, built.sink, built.fanout):
         closer = getattr(client, "close", None)
         if closer is not None:
             with contextlib.suppress(Exception):

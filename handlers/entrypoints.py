@@ -1,10 +1,10 @@
-"""The bodies of the queue-triggered functions: one call each from function_app.py.
+"""The bodies of the functions: one call each from function_app.py.
 
 Each is ``async``: the functions run on the worker's event loop, where one asyncio Cosmos
 client and one queue client serve every invocation. Each builds the dependencies (once
-per process and loop), runs the service on the raw body, logs
-the outcome with the message's ids, and lets failures propagate so the host retries them
-(remembering the error for the deadletter's ``lastError``).
+per process and loop), runs its flow (:mod:`handlers.flows`) on the raw body, logs the
+outcome with the message's ids, and lets failures propagate so the host retries them
+(noting the error durably for the deadletter's ``lastError``).
 """
 
 from __future__ import annotations
@@ -12,11 +12,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Literal, Protocol
 
-from handlers import bootstrap, observability, service
+from handlers import bootstrap, flows, observability
 
-__all__ = ["mark", "poison", "stale_marks", "trade"]
+__all__ = ["mark", "mark_fanout", "poison", "stale_marks", "trade"]
+
+Source = Literal["trades", "marks", "marks-fanout"]
 
 logger = logging.getLogger("tradeguard")
 
@@ -33,21 +35,30 @@ class QueueMessageLike(Protocol):
     def get_body(self) -> bytes: ...
 
 
+def _queue(deps: flows.Deps, source: Source) -> str:
+    """The configured name of a source queue."""
+    settings = deps.settings
+    if source == "trades":
+        return settings.trades_queue
+    return settings.marks_queue if source == "marks" else settings.marks_fanout_queue
+
+
 async def _run(
     name: str,
     msg: QueueMessageLike,
-    work: Callable[[bytes, service.Deps], Awaitable[list[service.Outcome]]],
+    work: Callable[[bytes, flows.Deps], Awaitable[list[flows.Outcome]]],
     context: observability.InvocationContextLike | None = None,
+    source: Source = "trades",
 ) -> None:
     observability.configure()
     body = msg.get_body()
     with observability.invocation(
         name, context, message_id=msg.id, dequeue_count=msg.dequeue_count, body=body
     ):
-        await _process(name, msg, body, work)
+        await _process(name, msg, body, work, source)
 
 
-def _correlation(outcome: service.Outcome) -> str | None:
+def _correlation(outcome: flows.Outcome) -> str | None:
     return next((a.correlationId for a in outcome.alerts if a.correlationId), None)
 
 
@@ -55,14 +66,15 @@ async def _process(
     name: str,
     msg: QueueMessageLike,
     body: bytes,
-    work: Callable[[bytes, service.Deps], Awaitable[list[service.Outcome]]],
+    work: Callable[[bytes, flows.Deps], Awaitable[list[flows.Outcome]]],
+    source: Source,
 ) -> None:
     deps = bootstrap.deps()
     started = time.perf_counter()
     try:
         outcomes = await work(body, deps)
     except Exception as exc:
-        service.note_failure(deps, body, exc)
+        await flows.note_failure(deps, body, exc, _queue(deps, source))
         logger.warning(
             "%s message=%s dequeueCount=%s failed: %s: %s",
             name,
@@ -103,12 +115,10 @@ async def trade(
             races); the host retries and finally poisons the message.
     """
 
-    async def work(body: bytes, deps: service.Deps) -> list[service.Outcome]:
-        return [
-            await service.process_trade_message(body, deps, dequeue_count=msg.dequeue_count or 1)
-        ]
+    async def work(body: bytes, deps: flows.Deps) -> list[flows.Outcome]:
+        return [await flows.process_trade_message(body, deps, dequeue_count=msg.dequeue_count or 1)]
 
-    await _run("on_trade", msg, work, context)
+    await _run("on_trade", msg, work, context, "trades")
 
 
 async def mark(
@@ -120,29 +130,45 @@ async def mark(
         Exception: a retryable failure; the host retries and finally poisons the message.
     """
 
-    async def work(body: bytes, deps: service.Deps) -> list[service.Outcome]:
-        return await service.process_mark_message(body, deps, dequeue_count=msg.dequeue_count or 1)
+    async def work(body: bytes, deps: flows.Deps) -> list[flows.Outcome]:
+        return await flows.process_mark_message(body, deps, dequeue_count=msg.dequeue_count or 1)
 
-    await _run("on_mark", msg, work, context)
+    await _run("on_mark", msg, work, context, "marks")
+
+
+async def mark_fanout(
+    msg: QueueMessageLike, context: observability.InvocationContextLike | None = None
+) -> None:
+    """A unit of a mark's pass over many holders (the marks fan-out queue).
+
+    Raises:
+        Exception: a retryable failure; the host retries and finally poisons the message.
+    """
+
+    async def work(body: bytes, deps: flows.Deps) -> list[flows.Outcome]:
+        return [await flows.process_mark_fanout(body, deps, dequeue_count=msg.dequeue_count or 1)]
+
+    await _run("on_mark_fanout", msg, work, context, "marks-fanout")
 
 
 async def poison(
     msg: QueueMessageLike,
-    source: str,
+    source: Source,
     context: observability.InvocationContextLike | None = None,
 ) -> None:
-    """A body the host moved to ``<queue>-poison``; ``source`` is "trades" or "marks".
+    """A body the host moved to ``<queue>-poison``; ``source`` names the queue.
 
     Raises:
         Exception: the store is unavailable (the host leaves the message on the poison
             queue and retries it).
     """
 
-    async def work(body: bytes, deps: service.Deps) -> list[service.Outcome]:
-        queue = deps.settings.trades_queue if source == "trades" else deps.settings.marks_queue
-        return [await service.process_poison(body, deps, queue)]
+    async def work(body: bytes, deps: flows.Deps) -> list[flows.Outcome]:
+        count = msg.dequeue_count or 1
+        return await flows.process_poison(body, deps, _queue(deps, source), count)
 
-    await _run(f"on_{source}_poison", msg, work, context)
+    name = "on_mark_fanout_poison" if source == "marks-fanout" else f"on_{source}_poison"
+    await _run(name, msg, work, context, source)
 
 
 async def stale_marks(context: observability.InvocationContextLike | None = None) -> None:
@@ -154,6 +180,6 @@ async def stale_marks(context: observability.InvocationContextLike | None = None
     observability.configure()
     with observability.invocation("check_stale_marks", context):
         deps = bootstrap.deps()
-        for outcome in await service.check_stale_marks(deps):
+        for outcome in await flows.check_stale_marks(deps):
             with observability.bound(event_id=outcome.source_id):
                 logger.warning("stale mark %s: alert sent", outcome.source_id)

@@ -24,6 +24,8 @@ __all__ = [
     "DEFAULT_LARGE_TRADE_NOTIONAL",
     "DEFAULT_POSITION_LIMIT_NOTIONAL",
     "INSTRUMENTS_FILE",
+    "MARKS_FANOUT_BATCH",
+    "MARKS_FANOUT_QUEUE",
     "MARKS_QUEUE",
     "MARK_CACHE_SECONDS",
     "RISK_LARGE_TRADE_NOTIONAL",
@@ -33,6 +35,7 @@ __all__ = [
     "STORAGE_CONNECTION",
     "TRADES_QUEUE",
     "Settings",
+    "fanout_queue_expression",
     "load_settings",
     "parse_asset_amounts",
 ]
@@ -50,6 +53,8 @@ RISK_LARGE_TRADE_NOTIONAL = "RISK_LARGE_TRADE_NOTIONAL"
 RISK_POSITION_LIMIT_NOTIONAL = "RISK_POSITION_LIMIT_NOTIONAL"
 STALE_MARK_AFTER_SECONDS = "STALE_MARK_AFTER_SECONDS"
 MARK_CACHE_SECONDS = "MARK_CACHE_SECONDS"
+MARKS_FANOUT_QUEUE = "MARKS_FANOUT_QUEUE"
+MARKS_FANOUT_BATCH = "MARKS_FANOUT_BATCH"
 #: Prefixes of every setting name the app (or its telemetry) reads (not itself a setting, so
 #: not in __all__, whose upper-case names are the settings): tools that start the
 #: app with a settings file drop these from the inherited environment, so only the file
@@ -64,6 +69,7 @@ APP_SETTING_PREFIXES = (
     "RISK_",
     STALE_MARK_AFTER_SECONDS,
     MARK_CACHE_SECONDS,
+    "MARKS_FANOUT_",
     "APPLICATIONINSIGHTS_",
 )
 
@@ -72,6 +78,18 @@ APP_SETTING_PREFIXES = (
 DEFAULT_LARGE_TRADE_NOTIONAL = "USDT:1000000,BTC:20"
 DEFAULT_POSITION_LIMIT_NOTIONAL = "USDT:10000000,BTC:200"
 SHIPPED_CATALOG = Path(__file__).resolve().parent / "data" / "instruments.json"
+
+
+def fanout_queue_expression(environ: Mapping[str, str] | None = None) -> str:
+    """The ``queueName`` of the marks fan-out trigger, read when ``function_app`` is
+    indexed: ``%MARKS_FANOUT_QUEUE%`` when that setting is set, else ``%MARKS_QUEUE%-fanout``
+    (its default, ``marks-fanout`` with the default MARKS_QUEUE). The host resolves a
+    ``%SETTING%`` expression and refuses to index a function whose setting is missing, so
+    the default has to be an expression of a setting that is always there."""
+    env = os.environ if environ is None else environ
+    if env.get(MARKS_FANOUT_QUEUE, "").strip():
+        return f"%{MARKS_FANOUT_QUEUE}%"
+    return f"%{MARKS_QUEUE}%-fanout"
 
 
 def parse_asset_amounts(text: str, name: str) -> dict[str, Decimal]:
@@ -121,6 +139,13 @@ class Settings:
     #: How old this process's copy of a stored mark may be for a fill's first look at a
     #: symbol it does not hold (0, the default: always read). A duration, not money.
     mark_cache_seconds: float = 0.0
+    #: The app's own queue that carries the units of a mark's pass over many holders
+    #: (default ``<MARKS_QUEUE>-fanout``, so apps that share a storage account do not share
+    #: it unless told to).
+    marks_fanout_queue: str = "marks-fanout"
+    #: Accounts one invocation re-values for a mark; a mark with more holders hands the
+    #: rest to ``marks_fanout_queue`` in units of this many (the bound on its work).
+    marks_fanout_batch: int = 200
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
@@ -159,7 +184,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigurationError(
             f"{MARK_CACHE_SECONDS} must be between 0 and 60 seconds, got {cache_text}"
         )
+    batch_text = get(MARKS_FANOUT_BATCH, "200")
+    if not batch_text.isdigit() or not 1 <= int(batch_text) <= 5000:
+        raise ConfigurationError(
+            f"{MARKS_FANOUT_BATCH} must be an integer from 1 to 5000, got {batch_text}"
+        )
     return Settings(
+        marks_fanout_queue=get(MARKS_FANOUT_QUEUE, get(MARKS_QUEUE, "marks") + "-fanout"),
+        marks_fanout_batch=int(batch_text),
         stale_mark_after_seconds=int(stale_text),
         mark_cache_seconds=float(cache_seconds),
         trades_queue=get(TRADES_QUEUE, "trades"),

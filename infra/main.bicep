@@ -63,6 +63,10 @@ param logRetentionDays int = 30
 // App settings the code reads (handlers/settings.py); defaults match the code's.
 param tradesQueue string = 'trades'
 param marksQueue string = 'marks'
+@description('The app\'s own queue that carries the units of a mark\'s pass over many holders (with its -poison).')
+param marksFanoutQueue string = 'marks-fanout'
+@description('Accounts one invocation re-values for a mark; the rest go to marksFanoutQueue in units of this many.')
+param marksFanoutBatch string = '200'
 param alertsQueue string = 'alerts'
 param cosmosDatabase string = 'tradeguard'
 param riskMarginCallRatio string = '0.80'
@@ -102,6 +106,8 @@ module resources 'resources.bicep' = {
     logRetentionDays: logRetentionDays
     tradesQueue: tradesQueue
     marksQueue: marksQueue
+    marksFanoutQueue: marksFanoutQueue
+    marksFanoutBatch: marksFanoutBatch
     alertsQueue: alertsQueue
     cosmosDatabase: cosmosDatabase
     riskMarginCallRatio: riskMarginCallRatio

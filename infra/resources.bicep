@@ -31,6 +31,8 @@ param storageSkuName string = 'Standard_ZRS'
 param logRetentionDays int = 30
 param tradesQueue string = 'trades'
 param marksQueue string = 'marks'
+param marksFanoutQueue string = 'marks-fanout'
+param marksFanoutBatch string = '200'
 param alertsQueue string = 'alerts'
 param cosmosDatabase string = 'tradeguard'
 param riskMarginCallRatio string = '0.80'
@@ -87,6 +89,8 @@ module storage 'modules/storage.bicep' = {
       '${tradesQueue}-poison'
       marksQueue
       '${marksQueue}-poison'
+      marksFanoutQueue
+      '${marksFanoutQueue}-poison'
       alertsQueue
     ]
     appPrincipalId: identity.properties.principalId
@@ -136,6 +140,8 @@ module app 'modules/functionapp.bicep' = {
     settings: {
       TRADES_QUEUE: tradesQueue
       MARKS_QUEUE: marksQueue
+      MARKS_FANOUT_QUEUE: marksFanoutQueue
+      MARKS_FANOUT_BATCH: marksFanoutBatch
       ALERTS_QUEUE: alertsQueue
       COSMOS_ENDPOINT: cosmos.outputs.endpoint
       COSMOS_DATABASE: cosmosDatabase

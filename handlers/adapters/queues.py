@@ -1,4 +1,5 @@
-"""AlertSink on Azure Queue Storage: each alert one message, base64 of its JSON.
+"""AlertSink and MessageSink on Azure Queue Storage: each alert (or text) one message,
+base64 of its JSON (UTF-8).
 
 Alerts are sent with the queue SDK rather than an output binding: a binding is flushed
 only after the function returns, i.e. after the record write, so a failed flush would
@@ -20,7 +21,7 @@ from azure.storage.queue.aio import QueueClient
 from handlers.adapters.storage import async_queue_service
 from handlers.core.contracts import Alert
 
-__all__ = ["QueueAlertSink", "encode_alert"]
+__all__ = ["QueueAlertSink", "QueueTextSink", "encode_alert", "encode_text"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +32,13 @@ def encode_alert(alert: Alert) -> str:
     return base64.b64encode(alert.model_dump_json().encode("utf-8")).decode("ascii")
 
 
-class QueueAlertSink:
-    """Sends alerts to the alerts queue (asyncio client), creating it on first use."""
+def encode_text(text: str) -> str:
+    """The queue text of an app message: base64 of its UTF-8."""
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
+class QueueTextSink:
+    """Sends messages to one queue (asyncio client), creating it on first use."""
 
     def __init__(self, settings: Mapping[str, str], connection: str, queue: str) -> None:
         self._service = async_queue_service(settings, connection)
@@ -54,6 +60,27 @@ class QueueAlertSink:
                     await self._client.create_queue()
                 self._ready = True
 
+    async def _send_all(self, texts: Sequence[str]) -> None:
+        await self._ensure()
+        if len(texts) == 1:
+            await self._client.send_message(texts[0])
+        else:
+            await asyncio.gather(*(self._client.send_message(t) for t in texts))
+
+    async def send_texts(self, texts: Sequence[str]) -> None:
+        """Send each text as one message, base64 of its UTF-8 (concurrently).
+
+        Raises:
+            azure.core.exceptions.AzureError: the queue could not be written (some may
+                have been sent; the caller's retry sends them again).
+        """
+        if texts:
+            await self._send_all([encode_text(t) for t in texts])
+
+
+class QueueAlertSink(QueueTextSink):
+    """Sends alerts to the alerts queue."""
+
     async def send(self, alerts: Sequence[Alert]) -> None:
         """Send each alert as one message (concurrently when there are several).
 
@@ -64,11 +91,7 @@ class QueueAlertSink:
         """
         if not alerts:
             return
-        await self._ensure()
-        if len(alerts) == 1:
-            await self._client.send_message(encode_alert(alerts[0]))
-        else:
-            await asyncio.gather(*(self._client.send_message(encode_alert(a)) for a in alerts))
+        await self._send_all([encode_alert(a) for a in alerts])
         for alert in alerts:
             logger.info(
                 "alert %s %s account=%s source=%s",

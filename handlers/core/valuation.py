@@ -11,15 +11,22 @@ positions of the asset, isolated included). Risk states: see :func:`value`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from handlers.core.catalog import Catalog, Instrument
 from handlers.core.decimals import m_add, m_div, m_sub
 from handlers.core.margin import Leg, Liquidation, initial_margin, liquidation_price, maint_margin
-from handlers.core.state import RISK_ORDER, Ledger, Position, RiskState
+from handlers.core.state import RISK_ORDER, Ledger, Position, RiskState, Wallet
 
-__all__ = ["GROUP_CACHE_SIZE", "PositionView", "Valuation", "WalletView", "value"]
+__all__ = [
+    "GROUP_CACHE_SIZE",
+    "PositionView",
+    "Valuation",
+    "WalletView",
+    "settle_risk_states",
+    "value",
+]
 
 ZERO = Decimal(0)
 
@@ -265,3 +272,27 @@ def value(ledger: Ledger, catalog: Catalog, margin_call_ratio: Decimal) -> Valua
             taken[asset] += 1
         ordered = tuple(out)
     return Valuation(positions=ordered, wallets=wallets)
+
+
+def settle_risk_states(ledger: Ledger, valuation: Valuation) -> Ledger:
+    """Store the valuation's risk states on the ledger (cross wallets, isolated positions;
+    a cross position carries its wallet's state). What keeps its state is kept as is."""
+    views = valuation.wallets
+    wallets: dict[str, Wallet] = {}
+    for asset, w in ledger.wallets.items():
+        wview = views.get(asset)
+        if wview is None or wview.risk_state == w.risk_state:
+            wallets[asset] = w
+        else:
+            wallets[asset] = Wallet(w.asset, w.balance, wview.risk_state)
+    for asset, view in views.items():
+        if asset not in wallets:
+            wallets[asset] = Wallet(asset, view.wallet_balance, view.risk_state)
+    states: dict[tuple[str, str], RiskState] = {}
+    for v in valuation.positions:  # the first view of a key, as Valuation.position finds it
+        states.setdefault((v.position.symbol, v.position.position_side), v.risk_state)
+    positions: list[Position] = []
+    for p in ledger.positions:
+        state = states.get((p.symbol, p.position_side), "NORMAL")
+        positions.append(p if p.risk_state == state else replace(p, risk_state=state))
+    return Ledger(wallets=wallets, positions=tuple(positions))

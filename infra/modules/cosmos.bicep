@@ -84,6 +84,8 @@ resource sqlContainers 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/conta
           includedPaths: [for path in c.indexed: { path: path }]
           excludedPaths: [{ path: '/*' }, { path: '/"_etag"/?' }]
         }
+        // marks: mark passes (partition '@passes') carry a per-item ttl; nothing else expires.
+        defaultTtl: c.name == 'marks' ? -1 : null
       }
     }
   }

@@ -226,6 +226,8 @@ def test_queue_names_are_setting_expressions(indexed: dict[str, Any]) -> None:
         "%MARKS_QUEUE%",
         "%TRADES_QUEUE%-poison",
         "%MARKS_QUEUE%-poison",
+        "%MARKS_QUEUE%-fanout",
+        "%MARKS_QUEUE%-fanout-poison",
     }
 
 

@@ -46,6 +46,24 @@ EXPECTED: dict[str, list[dict[str, Any]]] = {
             "connection": "AzureWebJobsStorage",
         }
     ],
+    "on_mark_fanout": [
+        {
+            "direction": "IN",
+            "type": "queueTrigger",
+            "name": "msg",
+            "queueName": "%MARKS_QUEUE%-fanout",
+            "connection": "AzureWebJobsStorage",
+        }
+    ],
+    "on_mark_fanout_poison": [
+        {
+            "direction": "IN",
+            "type": "queueTrigger",
+            "name": "msg",
+            "queueName": "%MARKS_QUEUE%-fanout-poison",
+            "connection": "AzureWebJobsStorage",
+        }
+    ],
     "check_stale_marks": [
         {
             "direction": "IN",

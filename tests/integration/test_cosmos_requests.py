@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 
-from handlers.service import Deps
+from handlers.core.contracts import format_timestamp
+from handlers.core.decimals import format_decimal
+from handlers.flows import Deps
 from tests.aio import process_mark_message, process_trade_message, run
 from tests.integration.test_marks import mark
 from tests.integration.test_marks_scale import CountingStore, body, in_process
@@ -114,8 +116,8 @@ def test_indexing_a_holder_reads_the_mark_in_the_same_request(
     assert stored.kind == "APPLIED"
     found = run(inner.index_holder("ETHUSDT", "idx-2"))
     assert found is not None
-    assert (found["id"], found["markPrice"], found["timestamp"]) == (
-        "@mark",
+    assert (found.mark_id, format_decimal(found.price), format_timestamp(found.timestamp)) == (
+        "ETHUSDT@2024-10-01T00:00:40.000Z",
         "2500.5",
         "2024-10-01T00:00:40.000Z",
     )

@@ -17,7 +17,7 @@ import pytest
 
 from bench import workload
 from bench.workload import deposit, fill
-from handlers.service import Deps
+from handlers.flows import Deps
 from tests.aio import process_trade_message
 from tests.integration.test_marks_scale import CountingStore, in_process
 from tests.integration.test_pipeline import ran_ok
@@ -94,7 +94,6 @@ def test_each_crash_window_is_repaired_by_redelivery(
         catalog=deps.catalog,
         store=FaultyStore(store.inner, point),  # type: ignore[arg-type]
         sink=FaultySink(deps.sink, point == "sink"),
-        completed=deps.completed.__class__(),
     )
     with pytest.raises(Crash):
         process_trade_message(message, faulty, dequeue_count=1)

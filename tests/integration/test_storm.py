@@ -26,7 +26,7 @@ import pytest
 from bench import workload
 from bench.workload import b64, deposit, duplicated, fill
 from handlers.core.catalog import load_catalog
-from handlers.service import Deps
+from handlers.flows import Deps
 from handlers.settings import load_settings
 from tests.aio import process_mark_message, process_trade_message
 from tests.support import REPO, AppUnderTest

@@ -12,9 +12,11 @@ if str(ROOT) not in sys.path:  # `pytest` run without `python -m` from another d
     sys.path.insert(0, str(ROOT))
 
 from handlers.core.catalog import Catalog, Instrument, load_catalog  # noqa: E402
+from handlers.flows import Deps  # noqa: E402
 from handlers.settings import SHIPPED_CATALOG  # noqa: E402
 
 from .fakes import FakeClock, FakeSink, FakeStore  # noqa: E402
+from .flowkit import make_deps  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -56,3 +58,9 @@ def sink() -> FakeSink:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture
+def deps(store: FakeStore, sink: FakeSink, clock: FakeClock) -> Deps:
+    """The flows' dependencies over the fakes, with the default settings."""
+    return make_deps(store, sink, clock)

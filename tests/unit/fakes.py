@@ -1,10 +1,11 @@
-"""In-memory fakes of the service's ports (handlers.ports) with Cosmos-like semantics.
+"""In-memory fakes of the flows' ports (handlers.ports) with Cosmos-like semantics.
 
-- :class:`FakeStore` (async, like the real adapter) keeps JSON copies of every document (what Cosmos would hand back),
-  stamps an ``_etag`` on account and mark documents and holder-index entries, refuses a
-  create over an existing document (409 → StaleAccountState) and a replace with a stale
-  ETag (412), creates records only once, deletes a holder entry only while its ETag is
-  unchanged, and counts deadletter repeats.
+- :class:`FakeStore` (async, like the real adapter) maps typed documents through the same
+  mapping as the Cosmos adapter and keeps JSON copies of every document (what Cosmos would
+  hand back), stamps an ``_etag`` on every mutable document and holder-index entry, refuses
+  a create over an existing document (409 → StaleAccountState) and a replace with a stale
+  ETag (412), creates records only once, and deletes a holder entry only while its ETag is
+  unchanged.
 - :class:`FakeSink` collects the alerts sent, and can be told to fail.
 - :class:`FakeClock` is a settable clock whose ``sleep`` advances it (so wait loops end).
 - :class:`FakeMessage` / :class:`FakeContext` stand for the functions' queue message and
@@ -22,14 +23,26 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from handlers.adapters import mapping
 from handlers.core.contracts import Alert
-from handlers.core.documents import ACCOUNT_ID, AccountDoc, account_from_document
+from handlers.core.documents import (
+    ACCOUNT_ID,
+    AccountDoc,
+    DeadLetter,
+    FailureNote,
+    MarkDoc,
+    MarkPass,
+    Record,
+    StaleWatch,
+)
+from handlers.core.valuation import Valuation
 from handlers.errors import StaleAccountState
 
 __all__ = [
     "Capture",
     "FakeClock",
     "FakeContext",
+    "FakeFanout",
     "FakeMessage",
     "FakeSink",
     "FakeStore",
@@ -60,11 +73,15 @@ class FakeStore:
         self.accounts: dict[str, dict[str, Any]] = {}
         self.records: dict[tuple[str, str], dict[str, Any]] = {}
         self.marks: dict[str, dict[str, Any]] = {}
+        self.watches: dict[str, dict[str, Any]] = {}
+        self.passes: dict[str, dict[str, Any]] = {}
         self.deadletters: dict[tuple[str, str], dict[str, Any]] = {}
+        self.failures: dict[tuple[str, str], dict[str, Any]] = {}
         #: The holder index: symbol → {accountId: etag}.
         self.holders: dict[str, dict[str, str]] = {}
         self.account_writes = 0
         self.record_creates = 0
+        self.record_queries = 0
         #: Called with the document before each account write; may raise (inject faults).
         self.before_account_write: Callable[[Mapping[str, Any], str | None], Any] | None = None
         #: Raise StoreDown on the next N record creations (a crash after the state write).
@@ -76,6 +93,25 @@ class FakeStore:
     def _etag(self) -> str:
         return f'"etag-{next(self._etags)}"'
 
+    def _put(
+        self,
+        table: dict[Any, dict[str, Any]],
+        key: Any,
+        document: Mapping[str, Any],
+        etag: str | None,
+    ) -> str:
+        """Create (no ETag) or replace-if-unchanged, as Cosmos does."""
+        current = table.get(key)
+        if etag is None:
+            if current is not None:
+                raise StaleAccountState(f"{key} exists (409)")
+        elif current is None or current["_etag"] != etag:
+            raise StaleAccountState(f"{key} changed (412)")
+        stored = _copy(document)
+        stored["_etag"] = self._etag()
+        table[key] = stored
+        return str(stored["_etag"])
+
     # -- accounts ----------------------------------------------------------------------
 
     async def read_account(self, account_id: str, *, fresh: bool = True) -> AccountDoc | None:
@@ -84,26 +120,20 @@ class FakeStore:
             if stale.account_id == account_id:
                 return stale
         doc = self.accounts.get(account_id)
-        return None if doc is None else account_from_document(_copy(doc))
+        return None if doc is None else mapping.account_from_document(_copy(doc))
 
-    async def write_account(self, document: Mapping[str, Any], etag: str | None) -> str | None:
+    async def write_account(
+        self, account: AccountDoc, valuation: Valuation, etag: str | None
+    ) -> str | None:
+        document = mapping.account_to_document(account, valuation)
         if self.before_account_write is not None:
             hooked = self.before_account_write(document, etag)
             if inspect.isawaitable(hooked):
                 await hooked
         assert document["id"] == ACCOUNT_ID
-        account_id = str(document["accountId"])
-        current = self.accounts.get(account_id)
-        if etag is None:
-            if current is not None:
-                raise StaleAccountState(f"account {account_id} exists (409)")
-        elif current is None or current["_etag"] != etag:
-            raise StaleAccountState(f"account {account_id} changed (412)")
-        stored = _copy(document)
-        stored["_etag"] = self._etag()
-        self.accounts[account_id] = stored
+        written = self._put(self.accounts, str(document["accountId"]), document, etag)
         self.account_writes += 1
-        return str(stored["_etag"])
+        return written
 
     def account(self, account_id: str) -> dict[str, Any]:
         """The stored account document (test helper)."""
@@ -111,45 +141,55 @@ class FakeStore:
 
     # -- records -----------------------------------------------------------------------
 
-    async def read_record(self, partition: str, record_id: str) -> Mapping[str, Any] | None:
+    async def read_record(self, partition: str, record_id: str) -> Record | None:
         doc = self.records.get((partition, record_id))
-        return None if doc is None else _copy(doc)
+        return None if doc is None else mapping.record_from_document(_copy(doc))
 
-    async def create_record(self, record: Mapping[str, Any]) -> bool:
+    async def existing_records(self, partition: str, record_ids: Sequence[str]) -> set[str]:
+        self.record_queries += 1
+        return {r for r in record_ids if (partition, r) in self.records}
+
+    async def create_record(self, record: Record) -> bool:
         if self.fail_record_creates > 0:
             self.fail_record_creates -= 1
             raise StoreDown("record write failed (injected)")
-        key = (str(record["accountId"]), str(record["id"]))
+        document = mapping.record_to_document(record)
+        key = (str(document["accountId"]), str(document["id"]))
         if key in self.records:
             return False
-        self.records[key] = _copy(record)
+        self.records[key] = _copy(document)
         self.record_creates += 1
         return True
 
     # -- marks -------------------------------------------------------------------------
 
-    async def read_mark(self, symbol: str) -> Mapping[str, Any] | None:
+    async def read_mark(self, symbol: str) -> MarkDoc | None:
         doc = self.marks.get(symbol)
-        return None if doc is None else _copy(doc)
+        return None if doc is None else mapping.mark_from_document(_copy(doc))
 
-    async def write_mark(self, document: Mapping[str, Any], etag: str | None) -> None:
-        symbol = str(document["symbol"])
-        current = self.marks.get(symbol)
-        if etag is None:
-            if current is not None:
-                raise StaleAccountState(f"mark {symbol} exists (409)")
-        elif current is None or current["_etag"] != etag:
-            raise StaleAccountState(f"mark {symbol} changed (412)")
-        stored = _copy(document)
-        stored["_etag"] = self._etag()
-        self.marks[symbol] = stored
+    async def write_mark(self, mark: MarkDoc, etag: str | None) -> str | None:
+        return self._put(self.marks, mark.symbol, mapping.mark_to_document(mark), etag)
+
+    async def read_watch(self, symbol: str) -> StaleWatch | None:
+        doc = self.watches.get(symbol)
+        return None if doc is None else mapping.watch_from_document(_copy(doc))
+
+    async def write_watch(self, watch: StaleWatch, etag: str | None) -> str | None:
+        return self._put(self.watches, watch.symbol, mapping.watch_to_document(watch), etag)
+
+    async def save_pass(self, mark_pass: MarkPass) -> None:
+        self.passes[mark_pass.body_digest] = _copy(mapping.pass_to_document(mark_pass))
+
+    async def read_pass(self, body_digest: str) -> MarkPass | None:
+        doc = self.passes.get(body_digest)
+        return None if doc is None else mapping.pass_from_document(_copy(doc))
 
     # -- holder index ------------------------------------------------------------------
 
     async def list_holders(self, symbol: str) -> list[tuple[str, str]]:
         return sorted(self.holders.get(symbol, {}).items())
 
-    async def index_holder(self, symbol: str, account_id: str) -> Mapping[str, Any] | None:
+    async def index_holder(self, symbol: str, account_id: str) -> MarkDoc | None:
         self.holders.setdefault(symbol, {})[account_id] = self._etag()
         return await self.read_mark(symbol)
 
@@ -162,21 +202,30 @@ class FakeStore:
 
     # -- deadletters -------------------------------------------------------------------
 
-    async def read_deadletter(self, queue: str, deadletter_id: str) -> Mapping[str, Any] | None:
+    async def read_deadletter(self, queue: str, deadletter_id: str) -> DeadLetter | None:
         doc = self.deadletters.get((queue, deadletter_id))
-        return None if doc is None else _copy(doc)
+        return None if doc is None else mapping.deadletter_from_document(_copy(doc))
 
-    async def record_deadletter(self, document: Mapping[str, Any]) -> bool:
-        key = (str(document["queue"]), str(document["id"]))
-        current = self.deadletters.get(key)
-        if current is None:
-            self.deadletters[key] = _copy(document)
-            return True
-        current["count"] = int(current["count"]) + 1
-        current["lastSeen"] = document["lastSeen"]
-        if document.get("lastError"):
-            current["lastError"] = document["lastError"]
-        return False
+    async def write_deadletter(self, letter: DeadLetter, etag: str | None) -> str | None:
+        document = mapping.deadletter_to_document(letter)
+        return self._put(self.deadletters, (letter.queue, letter.id), document, etag)
+
+    async def note_failure(self, note: FailureNote) -> None:
+        self.failures[(note.queue, note.body_digest)] = mapping.failure_to_document(note)
+
+    async def read_failure(self, queue: str, body_digest: str) -> str | None:
+        doc = self.failures.get((queue, body_digest))
+        return None if doc is None else str(doc["lastError"])
+
+
+class FakeFanout:
+    """An in-memory :class:`handlers.ports.MessageSink`: the texts sent, in order."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    async def send_texts(self, texts: Sequence[str]) -> None:
+        self.texts.extend(texts)
 
 
 class FakeSink:

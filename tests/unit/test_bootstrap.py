@@ -10,7 +10,7 @@ import pytest
 
 from handlers import bootstrap
 from handlers.core.catalog import Catalog
-from handlers.service import Deps
+from handlers.flows import Deps
 from handlers.settings import Settings
 
 from .fakes import FakeSink, FakeStore

@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
+from handlers.adapters.mapping import account_from_document, account_to_document
 from handlers.core.catalog import Catalog, Instrument
-from handlers.core.documents import (
-    ACCOUNT_ID,
-    MAX_RECENT_IDS,
-    AccountDoc,
-    Pending,
-    account_from_document,
-    account_to_document,
-)
+from handlers.core.documents import ACCOUNT_ID, MAX_RECENT_IDS, AccountDoc, Entry, EventRecord
 from handlers.core.state import Ledger, apply_fill
 from handlers.errors import UnreadableDocument
 
@@ -27,13 +22,14 @@ def sample(catalog: Catalog, btcusdt: Instrument, ethusdt: Instrument) -> Accoun
     ledger = apply_fill(ledger, fill(quantity="0.1", price="60000"), btcusdt, None)
     iso = fill(symbol="ETHUSDT", side="SELL", quantity="1", price="2500", marginMode="ISOLATED")
     ledger = marked(apply_fill(ledger, iso, ethusdt, None), "ETHUSDT", "2600.5")
-    record = {"id": "T-1", "alerts": [], "createdAt": "2024-10-01T12:00:00.000Z"}
-    account = AccountDoc("acct-1", ledger).with_event("T-0", None).with_event("T-1", record)
+    record = EventRecord("T-1", "acct-1", "transfer", "TRANSFER", {}, (), T0)
+    entry = Entry("T-1", "T-1", (), T0, record)
+    account = AccountDoc("acct-1", ledger).with_event("T-0", None).with_event("T-1", entry)
     return account
 
 
 def written(account: AccountDoc, catalog: Catalog) -> dict[str, Any]:
-    doc = account_to_document(account, valued(account.ledger, catalog), T0)
+    doc = account_to_document(replace(account, updated_at=T0), valued(account.ledger, catalog))
     out = json.loads(json.dumps(doc))  # what the store keeps
     assert isinstance(out, dict)
     return out
@@ -48,7 +44,7 @@ def test_round_trip(catalog: Catalog, btcusdt: Instrument, ethusdt: Instrument) 
     back = account_from_document({**doc, "_etag": '"e1"'})
     assert back.ledger == account.ledger
     assert back.recent_ids == ("T-0", "T-1")
-    assert back.pending == (Pending("T-1", account.pending[0].record),)
+    assert back.pending == account.pending
     assert back.etag == '"e1"'
 
 
@@ -132,11 +128,12 @@ def test_missing_key_is_refused(catalog: Catalog, btcusdt: Instrument, ethusdt: 
 
 
 def test_recent_ids_keep_pending_ones_and_evict_the_oldest() -> None:
-    account = AccountDoc("acct-1").with_event("keep", {"id": "keep"})
+    record = EventRecord("keep", "acct-1", "transfer", "TRANSFER", {}, (), T0)
+    account = AccountDoc("acct-1").with_event("keep", Entry("keep", "keep", (), T0, record))
     for i in range(MAX_RECENT_IDS + 3):
         account = account.with_event(f"E{i}", None)
     assert len(account.recent_ids) == MAX_RECENT_IDS
     assert account.recent_ids[0] == "keep"  # pending: its record does not exist yet
     assert "E0" not in account.recent_ids
     assert account.evicted
-    assert account.without_pending({"keep"}).pending == ()
+    assert account.without({"keep"}).pending == ()

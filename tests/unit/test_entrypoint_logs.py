@@ -11,7 +11,7 @@ import pytest
 
 from handlers import bootstrap, entrypoints, observability
 from handlers.core.catalog import load_catalog
-from handlers.service import Deps
+from handlers.flows import Deps
 from handlers.settings import load_settings
 from tests import aio
 from tests.events import as_body, load_event

@@ -55,7 +55,7 @@ from referencing import Registry, Resource
 from handlers.adapters.queues import encode_alert
 from handlers.core.catalog import load_catalog
 from handlers.core.documents import UNATTRIBUTED
-from handlers.service import Deps, Outcome
+from handlers.flows import Deps, Outcome
 from handlers.settings import load_settings
 from tests.aio import process_mark_message, process_poison, process_trade_message
 from tests.events import load_event

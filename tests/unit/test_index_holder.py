@@ -11,15 +11,21 @@ import pytest
 from azure.cosmos.exceptions import CosmosBatchOperationError, CosmosResourceNotFoundError
 
 from handlers.adapters.cosmos_store import CosmosLedgerStore
+from handlers.adapters.mapping import mark_from_document
 from handlers.errors import TransientStoreError
 from tests.aio import run
 
 MARK = {
     "id": "@mark",
     "symbol": "BTCUSDT",
+    "type": "mark",
+    "schemaVersion": 1,
+    "markId": "BTCUSDT@2024-10-01T00:00:00.000Z",
     "markPrice": "60000",
     "timestamp": "2024-10-01T00:00:00.000Z",
 }
+#: What the store hands back for MARK (typed, as the flows read it).
+STORED = mark_from_document(MARK)
 
 
 class AtomicMarks:
@@ -89,7 +95,7 @@ def store_with(container: AtomicMarks) -> CosmosLedgerStore:
 def test_one_request_indexes_and_reads_the_stored_mark() -> None:
     marks = AtomicMarks(MARK)
     found = run(store_with(marks).index_holder("BTCUSDT", "a1"))
-    assert found == MARK
+    assert found == STORED
     assert marks.calls == ["batch"]
     assert marks.items["holder:a1"]["accountId"] == "a1"
 
@@ -100,7 +106,7 @@ def test_without_a_mark_the_entry_is_upserted_alone_then_the_mark_read() -> None
     found = run(store_with(marks).index_holder("BTCUSDT", "a1"))
     assert marks.calls == ["batch", "upsert", "read"]
     assert "holder:a1" in marks.items
-    assert found == MARK  # read after the entry exists: that mark cannot miss the account
+    assert found == STORED  # read after the entry exists: that mark cannot miss the account
 
 
 def test_with_no_mark_at_all_it_returns_none() -> None:

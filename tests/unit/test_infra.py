@@ -61,7 +61,7 @@ SETTING_NAMES = sorted(
 def test_the_setting_names_are_the_settings_modules() -> None:
     assert "STALE_MARK_AFTER_SECONDS" in SETTING_NAMES
     assert "AzureWebJobsStorage" in SETTING_NAMES
-    assert len(SETTING_NAMES) == 13
+    assert len(SETTING_NAMES) == 15  # v2: MARKS_FANOUT_QUEUE, MARKS_FANOUT_BATCH
 
 
 @pytest.mark.parametrize("name", SETTING_NAMES)
@@ -90,6 +90,8 @@ def test_settings_defaults_match_the_codes() -> None:
     assert params["riskPositionLimitNotional"] == app_settings.DEFAULT_POSITION_LIMIT_NOTIONAL
     assert params["staleMarkAfterSeconds"] == str(defaults.stale_mark_after_seconds)
     assert float(params["markCacheSeconds"]) == defaults.mark_cache_seconds
+    assert params["marksFanoutQueue"] == defaults.marks_fanout_queue
+    assert int(params["marksFanoutBatch"]) == defaults.marks_fanout_batch
     assert params["instrumentsFile"] == ""
     # The values given are accepted by the code as they are.
     loaded = app_settings.load_settings(
@@ -193,6 +195,7 @@ def test_the_queues_and_their_poison_queues_exist() -> None:
     queue_list = resources[start : resources.index("]", start)]
     for entry in ("tradesQueue", "'${tradesQueue}-poison'", "marksQueue", "'${marksQueue}-poison'"):
         assert entry in queue_list
+    assert "marksFanoutQueue" in queue_list and "'${marksFanoutQueue}-poison'" in queue_list
     assert "alertsQueue" in queue_list
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from handlers.core.catalog import load_catalog
-from handlers.service import Deps
+from handlers.flows import Deps
 from handlers.settings import load_settings
 from tests.aio import process_trade_message
 from tests.events import as_body, load_event

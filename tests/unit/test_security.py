@@ -31,7 +31,7 @@ from jsonschema import Draft202012Validator
 from handlers import bootstrap
 from handlers.core.catalog import load_catalog
 from handlers.core.documents import UNATTRIBUTED
-from handlers.service import Deps
+from handlers.flows import Deps
 from handlers.settings import load_settings
 from tests import aio
 from tests.aio import process_mark_message, process_poison, process_trade_message

@@ -1,0 +1,150 @@
+"""The ``marks`` container's documents: ``@mark``, ``@stale`` and mark passes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from handlers.adapters.mapping.records import entry_to_document, read_entries
+from handlers.adapters.mapping.values import SCHEMA_VERSION, dec, shape, ts
+from handlers.core.contracts import format_timestamp
+from handlers.core.decimals import format_decimal
+from handlers.core.documents import MarkDoc, MarkPass, PassMark, StaleWatch
+from handlers.errors import UnreadableDocument
+
+__all__ = [
+    "PASSES_PARTITION",
+    "PASS_TTL_SECONDS",
+    "mark_from_document",
+    "mark_to_document",
+    "pass_from_document",
+    "pass_to_document",
+    "watch_from_document",
+    "watch_to_document",
+]
+
+#: The partition of ``marks`` that keeps mark passes ('@' is outside the symbol charset).
+PASSES_PARTITION = "@passes"
+#: How long a mark pass document is kept in Azure (a fan-out unit runs within minutes).
+PASS_TTL_SECONDS = 7 * 24 * 3600
+
+
+def mark_to_document(mark: MarkDoc) -> dict[str, Any]:
+    """The ``@mark`` document of a symbol."""
+    return {
+        "id": "@mark",
+        "symbol": mark.symbol,
+        "type": "mark",
+        "schemaVersion": SCHEMA_VERSION,
+        "markId": mark.mark_id,
+        "markPrice": format_decimal(mark.price),
+        "timestamp": format_timestamp(mark.timestamp),
+        "updatedAt": format_timestamp(mark.updated_at),
+    }
+
+
+def mark_from_document(doc: Mapping[str, Any]) -> MarkDoc:
+    """Read a stored ``@mark`` document.
+
+    Raises:
+        UnreadableDocument: a wrong shape.
+    """
+    symbol = str(doc.get("symbol"))
+    try:
+        return MarkDoc(
+            symbol=symbol,
+            mark_id=str(doc["markId"]),
+            price=dec(str(doc["markPrice"]), f"mark of {symbol}"),
+            timestamp=ts(doc["timestamp"], f"mark of {symbol}"),
+            updated_at=ts(doc.get("updatedAt", doc["timestamp"]), f"mark of {symbol}"),
+            etag=doc.get("_etag"),
+        )
+    except UnreadableDocument:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise UnreadableDocument(f"mark document of {symbol}: {exc!r}") from exc
+
+
+def watch_to_document(watch: StaleWatch) -> dict[str, Any]:
+    """The ``@stale`` document of a symbol."""
+    return {
+        "id": "@stale",
+        "symbol": watch.symbol,
+        "type": "staleWatch",
+        "schemaVersion": SCHEMA_VERSION,
+        "alerted": watch.alerted,
+        "pending": [entry_to_document(e) for e in watch.pending],
+    }
+
+
+def watch_from_document(doc: Mapping[str, Any]) -> StaleWatch:
+    """Read a stored ``@stale`` document.
+
+    Raises:
+        UnreadableDocument: another version or a wrong shape.
+    """
+    shape(doc, "staleWatch")
+    try:
+        return StaleWatch(
+            symbol=str(doc["symbol"]),
+            alerted=str(doc["alerted"]),
+            pending=read_entries(doc.get("pending", [])),
+            etag=doc.get("_etag"),
+        )
+    except UnreadableDocument:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise UnreadableDocument(f"stale watch document: {exc!r}") from exc
+
+
+def pass_to_document(mark_pass: MarkPass) -> dict[str, Any]:
+    """A mark pass document (partition ``@passes`` of ``marks``, id the body digest)."""
+    return {
+        "id": mark_pass.body_digest,
+        "symbol": PASSES_PARTITION,
+        "type": "markPass",
+        "schemaVersion": SCHEMA_VERSION,
+        "bodyDigest": mark_pass.body_digest,
+        "marks": [
+            {
+                "symbol": m.symbol,
+                "markPrice": format_decimal(m.price),
+                "timestamp": format_timestamp(m.timestamp),
+                "markId": m.mark_id,
+            }
+            for m in mark_pass.marks
+        ],
+        "symbols": list(mark_pass.symbols),
+        "rawBody": mark_pass.raw_body,
+        "createdAt": format_timestamp(mark_pass.created_at),
+        "ttl": PASS_TTL_SECONDS,
+    }
+
+
+def pass_from_document(doc: Mapping[str, Any]) -> MarkPass:
+    """Read a mark pass document.
+
+    Raises:
+        UnreadableDocument: another version or a wrong shape.
+    """
+    shape(doc, "markPass")
+    try:
+        return MarkPass(
+            body_digest=str(doc["bodyDigest"]),
+            marks=tuple(
+                PassMark(
+                    str(m["symbol"]),
+                    dec(m["markPrice"], "markPrice"),
+                    ts(m["timestamp"], "timestamp"),
+                    str(m["markId"]),
+                )
+                for m in doc["marks"]
+            ),
+            symbols=tuple(str(s) for s in doc["symbols"]),
+            raw_body=str(doc.get("rawBody", "")),
+            created_at=ts(doc["createdAt"], "createdAt"),
+        )
+    except UnreadableDocument:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise UnreadableDocument(f"mark pass document: {exc!r}") from exc

@@ -1,0 +1,77 @@
+"""Values as documents store them: decimal strings, timestamps, risk states, alerts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from handlers.core.contracts import Alert, parse_timestamp
+from handlers.core.decimals import format_decimal, parse_decimal
+from handlers.core.documents import STORED_DIGITS
+from handlers.core.state import RiskState
+from handlers.errors import UnreadableDocument
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "alerts_json",
+    "dec",
+    "dec_or_none",
+    "opt_dec",
+    "read_alerts",
+    "risk",
+    "shape",
+    "ts",
+]
+
+SCHEMA_VERSION = 1
+_RISK = ("NORMAL", "MARGIN_CALL", "LIQUIDATION")
+
+
+def dec_or_none(value: Decimal | None) -> str | None:
+    return None if value is None else format_decimal(value)
+
+
+def dec(raw: object, what: str) -> Decimal:
+    if not isinstance(raw, str):
+        raise UnreadableDocument(f"{what} must be a decimal string")
+    try:
+        return parse_decimal(raw, max_digits=STORED_DIGITS)
+    except ValueError as exc:
+        raise UnreadableDocument(f"{what}: {exc}") from exc
+
+
+def opt_dec(raw: object, what: str) -> Decimal | None:
+    return None if raw is None else dec(raw, what)
+
+
+def ts(raw: object, what: str) -> datetime:
+    try:
+        return parse_timestamp(raw)
+    except ValueError as exc:
+        raise UnreadableDocument(f"{what}: {exc}") from exc
+
+
+def risk(raw: object, what: str) -> RiskState:
+    if raw not in _RISK:
+        raise UnreadableDocument(f"{what}: unknown risk state {raw!r}")
+    return raw  # type: ignore[return-value]
+
+
+def shape(doc: Mapping[str, Any], kind: str) -> None:
+    if doc.get("type") != kind or doc.get("schemaVersion") != SCHEMA_VERSION:
+        raise UnreadableDocument(
+            f"{kind} document of type {doc.get('type')!r} version {doc.get('schemaVersion')!r}"
+        )
+
+
+def alerts_json(alerts: Sequence[Alert]) -> list[dict[str, Any]]:
+    """Alerts as stored in documents (JSON mode)."""
+    return [a.model_dump(mode="json") for a in alerts]
+
+
+def read_alerts(raw: object) -> tuple[Alert, ...]:
+    if not isinstance(raw, list):
+        raise UnreadableDocument("alerts must be a list")
+    return tuple(Alert.model_validate(a, strict=False) for a in raw)

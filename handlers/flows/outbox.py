@@ -1,0 +1,207 @@
+"""The one exactly-once mechanism: an outbox entry committed with the state it follows from.
+
+Every flow that changes a document and then has effects outside it (index a holder, send
+alerts, write a record) commits those effects as an :class:`~handlers.core.documents.Entry`
+in the SAME conditional write as the change, then finishes the entry::
+
+    commit (state + entry, one conditional write) ─[1]─▶ index holders ─[2]─▶ send alerts
+    ─[3]─▶ create the record ─[4]─▶ … a later write prunes the entry (sweep)
+
+The record's existence means "done" (it is written last). An entry without a record
+(deadletters, stale marks) is done once a write removes it. Who finishes an entry:
+
+- the invocation that committed it, at once;
+- a **retry** of the same message (dequeue count > 1, or the poison path), whatever the
+  entry's age: the invocations before it failed (:func:`complete`);
+- a **first delivery** of a copy never finishes a young entry: its owner is in flight, and
+  either finishes it or fails and is retried (so copies never double-send);
+- **anyone** writing the document once the entry is older than :data:`LEASE` (its owner
+  is gone): the sweep adopts it (:func:`settle`).
+
+Nothing here depends on what a process remembers: an entry is pruned only when a sweep has
+seen its record, and a sweep runs when a document carries :data:`SWEEP_AT` entries, with
+ONE query for all of them. ``docs/exactly-once.md`` draws the states and the crash points.
+
+Bodies with no document to change (stateless rejections) use :func:`claim`: the record is
+created first; its creator sends; a retry that finds it re-sends its alerts (it cannot
+know whether the creator got to), a first delivery that finds it sends nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+from handlers.core.contracts import Alert
+from handlers.core.documents import Entry, MarkDoc, Record
+from handlers.flows.conflicts import until_written
+from handlers.flows.delivery import Delivery
+from handlers.flows.deps import Deps
+
+__all__ = [
+    "LEASE",
+    "SWEEP_AT",
+    "Claimed",
+    "Completed",
+    "claim",
+    "complete",
+    "complete_source",
+    "finish",
+    "finish_unrecorded",
+    "may_take_over",
+    "settle",
+]
+
+logger = logging.getLogger(__name__)
+
+#: How long the owner of an entry may still be finishing it: the queue message lease (the
+#: host renews it while an invocation runs, and a mark's work per invocation is bounded
+#: well within it). Older entries whose record is missing are adopted by a sweep.
+LEASE = timedelta(minutes=10)
+#: A write that would leave this many entries on a document first sweeps them (one query).
+SWEEP_AT = 8
+
+
+def may_take_over(entry: Entry, retry: bool, now: datetime) -> bool:
+    """Whether someone other than the entry's owner may finish it now: a ``retry`` of its
+    message, or anyone once the entry is older than :data:`LEASE`."""
+    return retry or now - entry.committed_at >= LEASE
+
+
+async def finish(deps: Deps, partition: str, entry: Entry) -> dict[str, MarkDoc | None]:
+    """Finish an entry (idempotent): index the symbols it opened, send its alerts, then
+    create its record. Returns each indexed symbol's stored mark as read right after its
+    index entry was written (for a fill's catch-up).
+
+    Raises:
+        TransientStoreError, UnreadableDocument: the store failed (the entry stays).
+        Exception: the alerts queue failed (the entry stays).
+    """
+    indexed: dict[str, MarkDoc | None] = {}
+    for symbol in entry.holders:
+        at = deps.clock()
+        indexed[symbol] = mark = await deps.store.index_holder(symbol, partition)
+        deps.runtime.marks.put(symbol, mark, at)
+    if entry.alerts:
+        await deps.sink.send(entry.alerts)
+    if entry.record is not None:
+        await deps.store.create_record(entry.record)
+    return indexed
+
+
+async def finish_unrecorded(
+    deps: Deps, entries: Sequence[Entry], clear: Callable[[int], Awaitable[None]], what: str
+) -> None:
+    """Finish entries that have no record (deadletters, stale marks): send their alerts,
+    then ``clear(attempt)`` removes them from their document in a conditional write (their
+    "done"; attempt 0 may use the document as the caller holds it, later ones re-read).
+
+    Raises:
+        StaleAccountState: every attempt to clear lost its race.
+        TransientStoreError: the store failed.
+        Exception: the alerts queue failed (the entries stay).
+    """
+    for entry in entries:
+        if entry.alerts:
+            await deps.sink.send(entry.alerts)
+    await until_written(clear, deps.sleep, what)
+
+
+@dataclass(frozen=True)
+class Completed:
+    """What :func:`complete` found: ``DONE`` (its record exists), ``IN_FLIGHT`` (a young
+    entry of a first delivery: left to its owner) or ``FINISHED`` (finished here, alerts
+    sent again with the same ids)."""
+
+    state: Literal["DONE", "IN_FLIGHT", "FINISHED"]
+    alerts: tuple[Alert, ...] = ()
+
+
+async def complete(deps: Deps, partition: str, entry: Entry, delivery: Delivery) -> Completed:
+    """Complete an entry this delivery's message committed (a copy or a retry found it).
+
+    Raises:
+        TransientStoreError, UnreadableDocument: the store failed.
+        Exception: the alerts queue failed.
+    """
+    assert entry.record is not None
+    if await deps.store.read_record(partition, entry.record.id) is not None:
+        return Completed("DONE")
+    if not may_take_over(entry, delivery.retry, deps.clock()):
+        return Completed("IN_FLIGHT")
+    logger.warning("finishing %s of %s left by an earlier invocation", entry.key, partition)
+    await finish(deps, partition, entry)
+    return Completed("FINISHED", entry.alerts)
+
+
+async def complete_source(
+    deps: Deps, partition: str, entries: Sequence[Entry], delivery: Delivery
+) -> list[Completed]:
+    """:func:`complete` every entry of one message (its ``source``) found on a document.
+
+    Raises:
+        TransientStoreError, UnreadableDocument: the store failed.
+        Exception: the alerts queue failed.
+    """
+    return [await complete(deps, partition, e, delivery) for e in entries]
+
+
+async def settle(
+    deps: Deps, partition: str, entries: Sequence[Entry], keep: frozenset[str] = frozenset()
+) -> set[str]:
+    """The keys of entries a write may drop. Below :data:`SWEEP_AT` entries: none (no
+    request). Else one query finds which records exist: those entries are done; one older
+    than :data:`LEASE` whose record is missing is adopted (finished here) and dropped; a
+    young one stays with its owner. ``keep`` are entries the caller handles itself.
+
+    Raises:
+        TransientStoreError, UnreadableDocument: the store failed.
+        Exception: the alerts queue failed while adopting an entry.
+    """
+    if len(entries) < SWEEP_AT:
+        return set()
+    candidates = [e for e in entries if e.key not in keep and e.record is not None]
+    found = await deps.store.existing_records(
+        partition, [e.record.id for e in candidates if e.record is not None]
+    )
+    now = deps.clock()
+    done: set[str] = set()
+    for entry in candidates:
+        assert entry.record is not None
+        if entry.record.id in found:
+            done.add(entry.key)
+        elif may_take_over(entry, False, now):
+            logger.warning("adopting %s of %s: its owner is gone", entry.key, partition)
+            await finish(deps, partition, entry)
+            done.add(entry.key)
+    return done
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """What :func:`claim` did: ``NEW`` (created the record and sent), ``SEEN`` (a first
+    delivery found it: nothing sent) or ``RESENT`` (a retry found it: its alerts again)."""
+
+    state: Literal["NEW", "SEEN", "RESENT"]
+    alerts: tuple[Alert, ...] = ()
+
+
+async def claim(deps: Deps, record: Record, delivery: Delivery) -> Claimed:
+    """An effect with no document to change: create ``record`` first (the claim), send its
+    alerts when this call created it.
+
+    Raises:
+        TransientStoreError, UnreadableDocument: the store failed.
+        Exception: the alerts queue failed (a retry re-sends).
+    """
+    if await deps.store.create_record(record):
+        await deps.sink.send(record.alerts)
+        return Claimed("NEW", record.alerts)
+    if not delivery.retry:
+        return Claimed("SEEN")
+    existing = await deps.store.read_record(record.account_id, record.id) or record
+    await deps.sink.send(existing.alerts)
+    return Claimed("RESENT", existing.alerts)

@@ -1,0 +1,319 @@
+"""The trades queue: FILL and TRANSFER, each applied (or rejected on account state) exactly
+once on its account.
+
+Route of one body: decode and validate (a body that cannot be right is rejected without
+touching the account: :mod:`handlers.flows.rejections`) → read the account → its id
+already there: a duplicate (complete what its first delivery left) → else decide the new
+state, commit it with the event's outbox entry in ONE conditional write → finish the entry
+(index opened symbols, send alerts, write the record) → catch up on a mark stored while
+the fill was in flight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from decimal import Decimal
+
+from pydantic import ValidationError
+
+from handlers.core.alerts import fill_alerts, risk_alerts
+from handlers.core.contracts import Fill, Transfer, validate_inbound
+from handlers.core.decimals import format_decimal
+from handlers.core.documents import AccountDoc, Entry, EventRecord, MarkDoc, PassMark
+from handlers.core.state import Rejected, apply_fill, apply_transfer
+from handlers.core.validation import check_fill
+from handlers.core.valuation import Valuation, settle_risk_states, value
+from handlers.flows import outbox
+from handlers.flows.conflicts import until_written
+from handlers.flows.deadletters import BodyRef
+from handlers.flows.delivery import (
+    Delivery,
+    Identity,
+    alerts_for,
+    identity,
+    raw_text,
+    schema_reasons,
+)
+from handlers.flows.deps import Deps, Outcome
+from handlers.flows.rejections import reject, rejection_record
+from handlers.flows.revaluation import Visit, revalue
+from handlers.flows.stored_marks import read_mark
+
+__all__ = ["apply_event", "complete_duplicate", "handle_trade", "process_trade_message"]
+
+
+async def process_trade_message(
+    raw: bytes, deps: Deps, queue: str | None = None, dequeue_count: int = 1
+) -> Outcome:
+    """Process one body of the trades queue (``dequeue_count`` > 1: a retry).
+
+    Raises:
+        UnreadableDocument, TransientStoreError, StaleAccountState: the message should be
+            retried by the host (and finally poisoned).
+    """
+    delivery = Delivery(raw, queue or deps.settings.trades_queue, dequeue_count)
+    return await handle_trade(deps, delivery)
+
+
+async def handle_trade(deps: Deps, delivery: Delivery) -> Outcome:
+    """Validate a trades body, then apply it (:func:`apply_event`) or reject it.
+
+    Raises:
+        UnreadableDocument, TransientStoreError, StaleAccountState: retry by the host.
+    """
+    decoded, error = delivery.decode()
+    if decoded is None:
+        assert error is not None
+        ident = identity(None, delivery.digest)
+        return await reject(deps, delivery, ident, [(error.code, error.message)])
+    ident = identity(decoded.obj, delivery.digest)
+    kind = decoded.obj.get("type")
+    if kind not in ("FILL", "TRANSFER"):
+        reason = f"type must be FILL or TRANSFER on this queue, got {str(kind)[:40]!r}"
+        return await reject(deps, delivery, ident, [("SCHEMA_INVALID", reason)])
+    try:
+        event = validate_inbound(decoded.obj)
+    except ValidationError as exc:
+        return await reject(deps, delivery, ident, schema_reasons(exc))
+    assert isinstance(event, Fill | Transfer)
+    problems = _stateless_problems(deps, event)
+    if problems:
+        return await reject(deps, delivery, ident, problems)
+    return await apply_event(deps, event, delivery)
+
+
+def _stateless_problems(deps: Deps, event: Fill | Transfer) -> list[tuple[str, str]]:
+    """What makes an event wrong whatever the account holds (catalog, signs, filters)."""
+    if isinstance(event, Transfer):
+        if event.asset not in deps.catalog.settle_assets:
+            return [
+                ("SCHEMA_INVALID", f"asset {event.asset[:40]!r} is no settle asset of the catalog")
+            ]
+        if (event.reason == "DEPOSIT" and event.amount < 0) or (
+            event.reason == "WITHDRAWAL" and event.amount > 0
+        ):
+            amount = format_decimal(event.amount)
+            return [("SCHEMA_INVALID", f"a {event.reason} with amount {amount} has the wrong sign")]
+        return []
+    instrument = deps.catalog.get(event.symbol)
+    if instrument is None:
+        return [
+            ("UNKNOWN_SYMBOL", f"symbol {event.symbol[:40]!r} is not in the instrument catalog")
+        ]
+    return check_fill(event, instrument)
+
+
+@dataclass(frozen=True)
+class _Decision:
+    """The account to write (with the event's entry), its figures, and the outcome."""
+
+    account: AccountDoc
+    valuation: Valuation
+    entry: Entry
+    outcome: Outcome
+
+
+@dataclass(frozen=True)
+class _Found:
+    """The event was already on the account: what completing it gave."""
+
+    account: AccountDoc
+    outcome: Outcome
+
+
+async def apply_event(deps: Deps, event: Fill | Transfer, delivery: Delivery) -> Outcome:
+    """Apply (or reject on account state) one event exactly once.
+
+    Raises:
+        UnreadableDocument, TransientStoreError, StaleAccountState: retry by the host.
+        Exception: the alerts queue failed (the entry stays; the retry finishes it).
+    """
+    account_id = event.accountId
+
+    async def attempt(n: int) -> _Decision | _Found | Outcome:
+        # One event of an account at a time in this process, from the read to the write.
+        # The first try may use this process's cached copy: the write is conditional, so
+        # a stale copy only costs a 412, and the next try reads afresh.
+        async with deps.runtime.account_locks.hold(account_id):
+            read = await deps.store.read_account(account_id, fresh=n > 0)
+            account = read or AccountDoc(account_id)
+            if event.event_id in account.recent_ids:
+                return _Found(account, await _complete(deps, account, event.event_id, delivery))
+            if account.evicted and await deps.store.existing_records(
+                account_id, [event.event_id, f"rejection:{event.event_id}"]
+            ):
+                return Outcome(
+                    "DUPLICATE", event.event_id, account_id, detail="caught by its record"
+                )
+            drop = await outbox.settle(deps, account_id, account.pending)
+            decision = await _decide(deps, event, account.without(drop), delivery)
+            await deps.store.write_account(decision.account, decision.valuation, account.etag)
+            return decision
+
+    result = await until_written(attempt, deps.sleep, f"account {account_id}")
+    if isinstance(result, Outcome):
+        return result
+    if isinstance(result, _Found):
+        if delivery.retry:  # its first delivery may have died before its catch-up
+            await _catch_up_again(deps, result.account, event.event_id, delivery)
+        return result.outcome
+    indexed = await outbox.finish(deps, account_id, result.entry)
+    if indexed:
+        await _catch_up(deps, result.account, indexed, event.event_id, delivery)
+    return result.outcome
+
+
+async def complete_duplicate(
+    deps: Deps, account: AccountDoc, event_id: str, delivery: Delivery
+) -> Outcome:
+    """An event found already on the account (the poison path): complete it and, on a
+    retry, catch up as its first delivery would have.
+
+    Raises:
+        TransientStoreError, UnreadableDocument, StaleAccountState: the store failed.
+        Exception: the alerts queue failed.
+    """
+    outcome = await _complete(deps, account, event_id, delivery)
+    if delivery.retry:
+        await _catch_up_again(deps, account, event_id, delivery)
+    return outcome
+
+
+async def _complete(deps: Deps, account: AccountDoc, event_id: str, delivery: Delivery) -> Outcome:
+    """A duplicate: complete every entry of the event still on the account (its own and
+    its catch-ups'); the outcome says what became of its own."""
+    account_id = account.account_id
+    own = account.entry(event_id)
+    others = [e for e in account.entries_of(event_id) if e.key != event_id]
+    await outbox.complete_source(deps, account_id, others, delivery)
+    if own is None:
+        return Outcome("DUPLICATE", event_id, account_id)
+    done = await outbox.complete(deps, account_id, own, delivery)
+    if done.state == "DONE":
+        return Outcome("DUPLICATE", event_id, account_id)
+    if done.state == "IN_FLIGHT":
+        return Outcome("DUPLICATE", event_id, account_id, detail="in flight elsewhere")
+    return Outcome("DUPLICATE", event_id, account_id, done.alerts, "record repaired")
+
+
+async def _mark_for_fill(
+    deps: Deps, account: AccountDoc, symbol: str
+) -> tuple[Decimal, datetime] | None:
+    """The mark a fill decides at: an open position's own (the mark path keeps holders
+    current), else the stored mark (or this process's copy, ``MARK_CACHE_SECONDS``) —
+    never one older than any position of the symbol already carries."""
+    carried = [
+        (p.mark_price, p.mark_time)
+        for p in account.ledger.positions
+        if p.symbol == symbol and p.mark_price is not None and p.mark_time is not None
+    ]
+    for p in account.ledger.positions:
+        if p.symbol == symbol and p.is_open and p.mark_price is not None and p.mark_time:
+            return (p.mark_price, p.mark_time)
+    stored = await read_mark(deps, symbol, max_age=deps.settings.mark_cache_seconds)
+    known = [(m, t) for m, t in carried if m is not None and t is not None]
+    if stored is not None:
+        known.append((stored.price, stored.timestamp))
+    return max(known, key=lambda pair: pair[1]) if known else None
+
+
+async def _decide(
+    deps: Deps, event: Fill | Transfer, account: AccountDoc, delivery: Delivery
+) -> _Decision:
+    """The new account document for an event (pure apart from the mark read)."""
+    now = deps.clock()
+    symbol = event.symbol if isinstance(event, Fill) else None
+    ident = Identity(event.event_id, event.accountId, event.correlationId, symbol)
+    catalog, ratio = deps.catalog, deps.settings.margin_call_ratio
+    try:
+        if isinstance(event, Fill):
+            instrument = catalog.get(event.symbol)
+            assert instrument is not None
+            mark = await _mark_for_fill(deps, account, event.symbol)
+            ledger = apply_fill(account.ledger, event, instrument, mark)
+            after = value(ledger, catalog, ratio)
+            price = mark[0] if mark else None
+            specs = fill_alerts(event, instrument, price, after, deps.thresholds)
+        else:
+            wallet = value(account.ledger, catalog, ratio).wallets.get(event.asset)
+            available = wallet.available_balance if wallet else None
+            ledger = apply_transfer(account.ledger, event, available)
+            after = value(ledger, catalog, ratio)
+            specs = []
+    except Rejected as rejected:
+        rejection = rejection_record(deps, delivery, ident, [(rejected.code, rejected.message)])
+        entry = Entry(event.event_id, event.event_id, rejection.alerts, now, rejection)
+        new = replace(
+            account.with_event(event.event_id, entry), version=account.version + 1, updated_at=now
+        )
+        before = value(account.ledger, catalog, ratio)  # a rejection leaves the state as it was
+        outcome = Outcome(
+            "REJECTED", event.event_id, event.accountId, rejection.alerts, rejected.code
+        )
+        return _Decision(new, before, entry, outcome)
+    specs += risk_alerts(account.ledger, after)
+    ledger = settle_risk_states(ledger, after)
+    alerts = alerts_for(specs, ident, now)
+    record = EventRecord(
+        id=event.event_id,
+        account_id=event.accountId,
+        kind="trade" if isinstance(event, Fill) else "transfer",
+        event_type=event.type,
+        event=event.model_dump(mode="json", exclude={"type"}),
+        alerts=alerts,
+        created_at=now,
+    )
+    opened: tuple[str, ...] = ()
+    if isinstance(event, Fill):
+        was_open = any(p.is_open and p.symbol == event.symbol for p in account.ledger.positions)
+        now_open = any(p.is_open and p.symbol == event.symbol for p in ledger.positions)
+        opened = (event.symbol,) if now_open and not was_open else ()
+    entry = Entry(event.event_id, event.event_id, alerts, now, record, opened)
+    new = replace(account, ledger=ledger, version=account.version + 1, updated_at=now)
+    new = new.with_event(event.event_id, entry)
+    outcome = Outcome("APPLIED", event.event_id, event.accountId, alerts)
+    return _Decision(new, after, entry, outcome)
+
+
+async def _catch_up(
+    deps: Deps,
+    account: AccountDoc,
+    indexed: dict[str, MarkDoc | None],
+    event_id: str,
+    delivery: Delivery,
+) -> None:
+    """After a fill opened symbols: a mark stored while the fill was in flight may have
+    missed this account (it was not in the holder index yet); apply it now. ``indexed``
+    holds each opened symbol's stored mark as read right after its index entry was
+    written: a mark stored later lists the account. ``account`` is the state just written:
+    a mark no newer than its positions' costs no account read. The catch-up's entry
+    belongs to the event (``source``), so the event's retry completes it."""
+    body = BodyRef(delivery.digest, raw_text(delivery.raw), delivery.queue)
+    for symbol, mark in indexed.items():
+        if mark is None:
+            continue
+        used = [p.mark_time for p in account.ledger.positions if p.symbol == symbol and p.is_open]
+        if used and all(t is not None and t >= mark.timestamp for t in used):
+            continue
+        applied = PassMark(symbol, mark.price, mark.timestamp, mark.mark_id)
+        key = f"mark:{mark.mark_id}:{event_id}"
+        await revalue(deps, account.account_id, Visit((applied,), key, event_id, delivery, body))
+
+
+async def _catch_up_again(
+    deps: Deps, account: AccountDoc, event_id: str, delivery: Delivery
+) -> None:
+    """The catch-up of a fill a RETRY finds already applied: the delivery that applied it
+    may have died between its account write and its catch-up. While the event's entry is
+    on the account the symbols it opened are known, and it has been finished (so their
+    index entries exist) and a fresh read of each mark comes after them.
+
+    Raises:
+        TransientStoreError, UnreadableDocument: the store failed.
+    """
+    own = account.entry(event_id)
+    if own is None or not own.holders:
+        return
+    indexed = {symbol: await read_mark(deps, symbol) for symbol in own.holders}
+    await _catch_up(deps, account, indexed, event_id, delivery)
