@@ -120,8 +120,8 @@ def _parser() -> argparse.ArgumentParser:
         "--queue",
         action="append",
         dest="queues",
-        metavar="trades|marks|NAME",
-        help="which source queue (repeatable; default: trades and marks)",
+        metavar="trades|marks|marks-fanout|NAME",
+        help="which source queue (repeatable; default: trades, marks and the marks fan-out)",
     )
 
     alerts = commands.add_parser("alerts", help="print (and delete) the messages on ALERTS_QUEUE")

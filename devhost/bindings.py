@@ -48,6 +48,16 @@ PARENT_ID_FIELD = "$AzureWebJobsParentId"
 _WHITESPACE = b" \t\r\n"
 #: azure.functions.queue.QueueMessage (untyped in azure-functions) with all trigger metadata.
 _QUEUE_MESSAGE: Any = FunctionQueueMessage
+#: The trigger metadata a queue message carries into the function (QueueMessage keyword →
+#: the storage message's attribute), as the worker passes it.
+_TRIGGER_METADATA = {
+    "id": "id",
+    "dequeue_count": "dequeue_count",
+    "pop_receipt": "pop_receipt",
+    "insertion_time": "inserted_on",
+    "expiration_time": "expires_on",
+    "time_next_visible": "next_visible_on",
+}
 
 #: Sends one message body (already encoded) to a queue: (connection, queue name, content).
 Send = Callable[[str, str, str], Awaitable[None]]
@@ -266,15 +276,8 @@ async def invoke(
     elif function.trigger_kind == "bytes":
         arguments[function.trigger_param] = body
     else:
-        arguments[function.trigger_param] = _QUEUE_MESSAGE(
-            id=message.id,
-            body=body,
-            dequeue_count=message.dequeue_count,
-            pop_receipt=message.pop_receipt,
-            insertion_time=message.inserted_on,
-            expiration_time=message.expires_on,
-            time_next_visible=message.next_visible_on,
-        )
+        metadata = {name: getattr(message, field) for name, field in _TRIGGER_METADATA.items()}
+        arguments[function.trigger_param] = _QUEUE_MESSAGE(body=body, **metadata)
     outs = {output.param: _Out() for output in function.outputs}
     arguments.update(outs)
     if function.context_param:

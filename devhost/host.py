@@ -55,6 +55,7 @@ from devhost.indexing import FunctionLoadError, IndexedApp, index_app
 from devhost.ledger import Ledger
 from devhost.listener import DEFAULT_LEASE_SECONDS, Listener
 from devhost.listener import MIN_POLLING_INTERVAL as MIN_POLLING_INTERVAL
+from devhost.processor import Shared
 from devhost.queues import HostError, OutageLog, QueueClients
 from devhost.settings_file import SettingsError, apply_to_environ, load_settings
 
@@ -126,20 +127,17 @@ class Host:
         Raises:
             HostError: a connection setting is missing.
         """
-        for function in self.app.queue_functions:
-            self._listeners.append(
-                Listener(
-                    function,
-                    self.queues,
-                    self.options,
-                    ledger=self._ledger,
-                    outages=self._outages,
-                    stop=self._stop,
-                    executor=self._executor,
-                    app_dir=self.app_dir,
-                    lease_seconds=self.lease_seconds,
-                )
-            )
+        shared = Shared(
+            self.queues,
+            self.options,
+            self._ledger,
+            self._outages,
+            self._stop,
+            self._executor,
+            self.app_dir,
+            self.lease_seconds,
+        )
+        self._listeners.extend(Listener(f, shared) for f in self.app.queue_functions)
         for name, reason in self.app.skipped:
             logger.info("skipping function %s: %s", name, reason)
         await self._create_trigger_queues()

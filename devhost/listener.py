@@ -16,17 +16,12 @@ import asyncio
 import contextlib
 import logging
 import random
-from concurrent.futures import Executor
-from pathlib import Path
 
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue import QueueMessage as StorageMessage
 
-from devhost.hostjson import QueuesOptions
 from devhost.indexing import QueueFunction
-from devhost.ledger import Ledger
-from devhost.processor import Processor
-from devhost.queues import OutageLog, QueueClients
+from devhost.processor import Processor, Shared
 
 __all__ = ["DEFAULT_LEASE_SECONDS", "MIN_POLLING_INTERVAL", "Listener"]
 
@@ -53,71 +48,47 @@ async def _wait(stop: asyncio.Event, event: asyncio.Event, seconds: float | None
 class Listener:
     """Polls one function's trigger queue until ``stop`` is set."""
 
-    def __init__(
-        self,
-        function: QueueFunction,
-        queues: QueueClients,
-        options: QueuesOptions,
-        *,
-        ledger: Ledger,
-        outages: OutageLog,
-        stop: asyncio.Event,
-        executor: Executor,
-        app_dir: Path,
-        lease_seconds: int,
-    ) -> None:
+    def __init__(self, function: QueueFunction, shared: Shared) -> None:
         """Take the queue clients of the function's trigger queue and its poison queue.
 
         Raises:
             HostError: the function's connection setting is not configured.
         """
         self.function = function
-        self.queue = queues.queue(function.connection, function.queue_name)
+        self.queue = shared.queues.queue(function.connection, function.queue_name)
         self.in_flight = 0
         self.slot_freed = asyncio.Event()
         self.wake = asyncio.Event()
-        self._processor = Processor(
-            function,
-            self.queue,
-            queues,
-            options,
-            ledger=ledger,
-            executor=executor,
-            app_dir=app_dir,
-            lease_seconds=lease_seconds,
-        )
-        self._queues = queues
-        self._options = options
-        self._ledger = ledger
-        self._outages = outages
-        self._stop = stop
-        self._lease_seconds = lease_seconds
+        self._processor = Processor(function, self.queue, shared)
+        self._shared = shared
 
     async def poll(self) -> None:
         """Receive and dispatch batches until the host stops."""
-        options = self._options
+        options = self._shared.options
         delay = MIN_POLLING_INTERVAL
         queue_name = self.function.queue_name
-        while not self._stop.is_set():
-            while self.in_flight > options.new_batch_threshold and not self._stop.is_set():
+        while not self._shared.stop.is_set():
+            while self.in_flight > options.new_batch_threshold and not self._shared.stop.is_set():
                 self.slot_freed.clear()
-                await _wait(self._stop, self.slot_freed, None)
-            if self._stop.is_set():
+                await _wait(self._shared.stop, self.slot_freed, None)
+            if self._shared.stop.is_set():
                 return
             self.wake.clear()
             messages: list[StorageMessage] = []
             try:
                 messages = await self._receive()
-                self._outages.recovered(queue_name)
+                self._shared.outages.recovered(queue_name)
             except ResourceNotFoundError:
-                self._outages.recovered(queue_name)
+                self._shared.outages.recovered(queue_name)
                 with contextlib.suppress(Exception):
-                    await self._queues.create(self.queue)
+                    await self._shared.queues.create(self.queue)
             except Exception as exc:  # storage unavailable: back off and retry
-                self._outages.failed(queue_name, exc)
-            if messages and self._stop.is_set():
+                self._shared.outages.failed(queue_name, exc)
+            if messages and self._shared.stop.is_set():
                 for message in messages:  # stopping: hand them back untouched
-                    await self._queues.release(self.queue, message.id, message.pop_receipt or "", 0)
+                    await self._shared.queues.release(
+                        self.queue, message.id, message.pop_receipt or "", 0
+                    )
                 return
             if messages:
                 logger.debug("received %d message(s) from %r", len(messages), queue_name)
@@ -127,15 +98,15 @@ class Listener:
                 continue
             jitter = random.uniform(0.8, 1.2)  # noqa: S311 - poll jitter, not cryptography
             jittered = min(delay * jitter, options.max_polling_interval)
-            await _wait(self._stop, self.wake, jittered)
+            await _wait(self._shared.stop, self.wake, jittered)
             delay = min(delay * 2, options.max_polling_interval)
 
     async def _receive(self) -> list[StorageMessage]:
         """One Get Messages call for up to batchSize messages (the SDK's item pager would
         ask again for the rest of a short batch)."""
         pages = self.queue.receive_messages(
-            messages_per_page=self._options.batch_size,
-            visibility_timeout=self._lease_seconds,
+            messages_per_page=self._shared.options.batch_size,
+            visibility_timeout=self._shared.lease_seconds,
             retry_total=0,  # the poll loop is the retry, with its own back-off
         ).by_page()
         async for page in pages:
@@ -143,7 +114,7 @@ class Listener:
         return []
 
     def _dispatch(self, message: StorageMessage) -> None:
-        ledger = self._ledger
+        ledger = self._shared.ledger
         self.in_flight += 1
         if message.id not in ledger.stuck:
             ledger.activity += 1

@@ -20,6 +20,7 @@ import time
 import traceback
 import uuid
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from pathlib import Path
 
 from azure.storage.queue import QueueMessage as StorageMessage
@@ -29,7 +30,7 @@ from devhost.bindings import UndecodableBody, decode_body, invoke, write_outputs
 from devhost.hostjson import QueuesOptions
 from devhost.indexing import QueueFunction
 from devhost.ledger import Held, Ledger, Stuck
-from devhost.queues import QueueClients, is_pop_receipt_or_gone
+from devhost.queues import OutageLog, QueueClients, is_pop_receipt_or_gone
 
 __all__ = ["POISON_SUFFIX", "Processor"]
 
@@ -78,21 +79,26 @@ class _Lease:
             await self._task
 
 
+@dataclass(frozen=True)
+class Shared:
+    """What the host hands every listener and processor: its queue clients and options,
+    the ledger, the outage log, the stop event, the thread pool for sync functions, the
+    app directory and the message lease."""
+
+    queues: QueueClients
+    options: QueuesOptions
+    ledger: Ledger
+    outages: OutageLog
+    stop: asyncio.Event
+    executor: Executor
+    app_dir: Path
+    lease_seconds: int
+
+
 class Processor:
     """Invokes one function for each message it is handed and settles the message."""
 
-    def __init__(
-        self,
-        function: QueueFunction,
-        queue: QueueClient,
-        queues: QueueClients,
-        options: QueuesOptions,
-        *,
-        ledger: Ledger,
-        executor: Executor,
-        app_dir: Path,
-        lease_seconds: int,
-    ) -> None:
+    def __init__(self, function: QueueFunction, queue: QueueClient, shared: Shared) -> None:
         """Take the queue client of the function's poison queue (``queue`` is its trigger
         queue's).
 
@@ -103,13 +109,9 @@ class Processor:
         self.queue = queue
         self.poison: QueueClient | None = None
         if not function.queue_name.endswith(POISON_SUFFIX):
-            self.poison = queues.queue(function.connection, function.queue_name + POISON_SUFFIX)
-        self._queues = queues
-        self._options = options
-        self._ledger = ledger
-        self._executor = executor
-        self._app_dir = app_dir
-        self._lease_seconds = lease_seconds
+            poison = function.queue_name + POISON_SUFFIX
+            self.poison = shared.queues.queue(function.connection, poison)
+        self._shared = shared
 
     def _log(
         self,
@@ -132,7 +134,7 @@ class Processor:
         """Invoke the function for ``message`` (unless it goes straight to poison), write
         its outputs and settle the message; every outcome is logged, in one line."""
         function = self.function
-        options = self._options
+        options = self._shared.options
         started = time.monotonic()
         dequeue_count = int(message.dequeue_count or 0)
         raw = message.content if isinstance(message.content, str) else ""
@@ -146,7 +148,7 @@ class Processor:
             await self._give_up(message, f"{exc}, not invoked", started)
             return
 
-        lease = _Lease(self.queue, message, self._lease_seconds)
+        lease = _Lease(self.queue, message, self._shared.lease_seconds)
         lease.start()
         invocation_id = str(uuid.uuid4())
         error: BaseException | None = None
@@ -156,19 +158,21 @@ class Processor:
                 message,
                 body,
                 invocation_id,
-                function_directory=str(self._app_dir),
-                executor=self._executor,
+                function_directory=str(self._shared.app_dir),
+                executor=self._shared.executor,
             )
-            await write_outputs(outputs, invocation_id, options.message_encoding, self._queues.send)
+            await write_outputs(
+                outputs, invocation_id, options.message_encoding, self._shared.queues.send
+            )
         except Exception as exc:
             error = exc
         finally:
             await lease.stop()
 
         if error is None:
-            await self._queues.delete(self.queue, message.id, lease.pop_receipt)
+            await self._shared.queues.delete(self.queue, message.id, lease.pop_receipt)
             self._log(message, "Succeeded", started)
-            self._ledger.activity += 1
+            self._shared.ledger.activity += 1
             return
 
         summary = f"{type(error).__name__}: {error}"
@@ -179,21 +183,21 @@ class Processor:
             where = await self._to_poison(message, raw, lease.pop_receipt)
             self._log(message, f"Poisoned (Failed: {summary}) {where}", started, logging.WARNING)
         else:
-            await self._queues.release(
+            await self._shared.queues.release(
                 self.queue, message.id, lease.pop_receipt, options.visibility_timeout
             )
             self._log(message, f"Failed: {summary}", started, logging.WARNING)
             if self.poison is None and dequeue_count >= options.max_dequeue_count:
-                self._ledger.stuck[message.id] = Stuck(
+                self._shared.ledger.stuck[message.id] = Stuck(
                     function.queue_name, message.id, dequeue_count, f"Failed: {summary}"
                 )
-        self._ledger.activity += 1
+        self._shared.ledger.activity += 1
 
     async def _give_up(self, message: StorageMessage, reason: str, started: float) -> None:
         """A message that is not invoked: to poison, or, without a poison queue, left
         invisible for the rest of its lease as the real host leaves it."""
         function = self.function
-        ledger = self._ledger
+        ledger = self._shared.ledger
         if self.poison is not None:
             raw = message.content if isinstance(message.content, str) else ""
             where = await self._to_poison(message, raw, message.pop_receipt or "")
@@ -225,9 +229,9 @@ class Processor:
         assert self.poison is not None
         poison_name = self.poison.queue_name
         try:
-            await self._queues.send(self.function.connection, poison_name, raw)
+            await self._shared.queues.send(self.function.connection, poison_name, raw)
         except Exception as exc:
             first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
             return f"could not be moved to {poison_name!r} ({first_line}); left on the queue"
-        await self._queues.delete(self.queue, message.id, pop_receipt)
+        await self._shared.queues.delete(self.queue, message.id, pop_receipt)
         return f"-> {poison_name!r}"

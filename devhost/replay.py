@@ -98,9 +98,9 @@ def replay_command(
     app_dir: Path | None = None,
     settings_file: Path | None = None,
 ) -> int:
-    """Replay poisoned and dead-lettered bodies of the trades and marks queues (or the
-    named settings ``trades``/``marks``). Returns the exit code (0 done, 1 failure, 2
-    settings)."""
+    """Replay poisoned and dead-lettered bodies of the trades, marks and marks fan-out
+    queues (or the named ones: ``trades``, ``marks``, ``marks-fanout`` or a queue name).
+    Returns the exit code (0 done, 1 failure, 2 settings)."""
     from devhost.cosmos import container
     from handlers.settings import load_settings as app_settings
 
@@ -110,8 +110,12 @@ def replay_command(
     except (SettingsError, ValueError) as exc:
         logger.error("%s", exc)
         return 2
-    names = {"trades": settings.trades_queue, "marks": settings.marks_queue}
-    chosen = [names.get(q, q) for q in (queues or ["trades", "marks"])]
+    names = {
+        "trades": settings.trades_queue,
+        "marks": settings.marks_queue,
+        "marks-fanout": settings.marks_fanout_queue,
+    }
+    chosen = [names.get(q, q) for q in (queues or list(names))]
     warnings.filterwarnings("ignore", message="Unverified HTTPS request")
     try:
         service = queue_service(settings.environ, settings.storage_connection)

@@ -43,66 +43,66 @@ def _queue(deps: flows.Deps, source: Source) -> str:
     return settings.marks_queue if source == "marks" else settings.marks_fanout_queue
 
 
+#: A flow as the functions call it: (body, deps, the source queue's name, dequeue count).
+Flow = Callable[[bytes, flows.Deps, str, int], Awaitable[flows.Outcome | list[flows.Outcome]]]
+
+
 async def _run(
     name: str,
     msg: QueueMessageLike,
-    work: Callable[[bytes, flows.Deps], Awaitable[list[flows.Outcome]]],
+    flow: Flow,
+    source: Source,
     context: observability.InvocationContextLike | None = None,
-    source: Source = "trades",
 ) -> None:
+    """Run ``flow`` on one message of ``source`` and log its outcomes with the message's
+    ids; a failure is noted (for ``lastError``), logged and re-raised for the host.
+
+    Raises:
+        Exception: whatever the flow raised (the host retries, then poisons the message).
+    """
     observability.configure()
     body = msg.get_body()
     with observability.invocation(
         name, context, message_id=msg.id, dequeue_count=msg.dequeue_count, body=body
     ):
-        await _process(name, msg, body, work, source)
-
-
-def _correlation(outcome: flows.Outcome) -> str | None:
-    return next((a.correlationId for a in outcome.alerts if a.correlationId), None)
-
-
-async def _process(
-    name: str,
-    msg: QueueMessageLike,
-    body: bytes,
-    work: Callable[[bytes, flows.Deps], Awaitable[list[flows.Outcome]]],
-    source: Source,
-) -> None:
-    deps = bootstrap.deps()
-    started = time.perf_counter()
-    try:
-        outcomes = await work(body, deps)
-    except Exception as exc:
-        await flows.note_failure(deps, body, exc, _queue(deps, source))
-        logger.warning(
-            "%s message=%s dequeueCount=%s failed: %s: %s",
-            name,
-            msg.id,
-            msg.dequeue_count,
-            type(exc).__name__,
-            exc,
-        )
-        raise
-    elapsed = (time.perf_counter() - started) * 1000
-    for outcome in outcomes:
-        with observability.bound(
-            event_id=outcome.source_id,
-            account_id=outcome.account_id,
-            correlation_id=_correlation(outcome),
-        ):
-            logger.info(
-                "%s message=%s dequeueCount=%s outcome=%s source=%s account=%s alerts=%d %s (%.1f ms)",
+        deps = bootstrap.deps()
+        queue = _queue(deps, source)
+        started = time.perf_counter()
+        try:
+            result = await flow(body, deps, queue, msg.dequeue_count or 1)
+        except Exception as exc:
+            await flows.note_failure(deps, body, exc, queue)
+            logger.warning(
+                "%s message=%s dequeueCount=%s failed: %s: %s",
                 name,
                 msg.id,
                 msg.dequeue_count,
-                outcome.kind,
-                outcome.source_id,
-                outcome.account_id,
-                len(outcome.alerts),
-                outcome.detail,
-                elapsed,
+                type(exc).__name__,
+                exc,
             )
+            raise
+        elapsed = (time.perf_counter() - started) * 1000
+        for outcome in result if isinstance(result, list) else [result]:
+            _log(name, msg, outcome, elapsed)
+
+
+def _log(name: str, msg: QueueMessageLike, outcome: flows.Outcome, elapsed: float) -> None:
+    correlation = next((a.correlationId for a in outcome.alerts if a.correlationId), None)
+    with observability.bound(
+        event_id=outcome.source_id, account_id=outcome.account_id, correlation_id=correlation
+    ):
+        logger.info(
+            "%s message=%s dequeueCount=%s outcome=%s source=%s account=%s alerts=%d %s (%.1f ms)",
+            name,
+            msg.id,
+            msg.dequeue_count,
+            outcome.kind,
+            outcome.source_id,
+            outcome.account_id,
+            len(outcome.alerts),
+            outcome.detail,
+            elapsed,
+        )
 
 
 async def trade(
@@ -114,41 +114,21 @@ async def trade(
         Exception: a retryable failure (store unavailable, unreadable document, lost
             races); the host retries and finally poisons the message.
     """
-
-    async def work(body: bytes, deps: flows.Deps) -> list[flows.Outcome]:
-        return [await flows.process_trade_message(body, deps, dequeue_count=msg.dequeue_count or 1)]
-
-    await _run("on_trade", msg, work, context, "trades")
+    await _run("on_trade", msg, flows.process_trade_message, "trades", context)
 
 
 async def mark(
     msg: QueueMessageLike, context: observability.InvocationContextLike | None = None
 ) -> None:
-    """A marks-queue message (MARK or MARKS).
-
-    Raises:
-        Exception: a retryable failure; the host retries and finally poisons the message.
-    """
-
-    async def work(body: bytes, deps: flows.Deps) -> list[flows.Outcome]:
-        return await flows.process_mark_message(body, deps, dequeue_count=msg.dequeue_count or 1)
-
-    await _run("on_mark", msg, work, context, "marks")
+    """A marks-queue message (MARK or MARKS). Raises as :func:`trade`."""
+    await _run("on_mark", msg, flows.process_mark_message, "marks", context)
 
 
 async def mark_fanout(
     msg: QueueMessageLike, context: observability.InvocationContextLike | None = None
 ) -> None:
-    """A unit of a mark's pass over many holders (the marks fan-out queue).
-
-    Raises:
-        Exception: a retryable failure; the host retries and finally poisons the message.
-    """
-
-    async def work(body: bytes, deps: flows.Deps) -> list[flows.Outcome]:
-        return [await flows.process_mark_fanout(body, deps, dequeue_count=msg.dequeue_count or 1)]
-
-    await _run("on_mark_fanout", msg, work, context, "marks-fanout")
+    """A unit of a mark's pass over many holders. Raises as :func:`trade`."""
+    await _run("on_mark_fanout", msg, flows.process_mark_fanout, "marks-fanout", context)
 
 
 async def poison(
@@ -162,13 +142,8 @@ async def poison(
         Exception: the store is unavailable (the host leaves the message on the poison
             queue and retries it).
     """
-
-    async def work(body: bytes, deps: flows.Deps) -> list[flows.Outcome]:
-        count = msg.dequeue_count or 1
-        return await flows.process_poison(body, deps, _queue(deps, source), count)
-
     name = "on_mark_fanout_poison" if source == "marks-fanout" else f"on_{source}_poison"
-    await _run(name, msg, work, context, source)
+    await _run(name, msg, flows.process_poison, source, context)
 
 
 async def stale_marks(context: observability.InvocationContextLike | None = None) -> None:

@@ -7,210 +7,126 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from handlers.core import documents as doc
 from handlers.core.contracts import Alert
-from handlers.core.documents import (
-    AccountDoc,
-    DeadLetter,
-    FailureNote,
-    MarkDoc,
-    MarkPass,
-    Record,
-    StaleWatch,
-)
 from handlers.core.valuation import Valuation
 
 __all__ = ["AlertSink", "LedgerStore", "MessageSink"]
 
 
 class LedgerStore(Protocol):
-    """Account documents, immutable records, marks, mark passes and deadletters."""
+    """Account documents, immutable records, marks, mark passes and deadletters.
 
-    async def read_account(self, account_id: str, *, fresh: bool = True) -> AccountDoc | None:
+    Every method raises :class:`~handlers.errors.TransientStoreError` when the store is
+    unavailable, and a read raises :class:`~handlers.errors.UnreadableDocument` for a
+    stored document the app cannot read (such a document is never overwritten). A
+    ``write_*`` creates when ``etag`` is None and otherwise replaces only while the stored
+    ETag is unchanged, returning the new ETag; it raises
+    :class:`~handlers.errors.StaleAccountState` when the document exists (create) or
+    changed (replace).
+    """
+
+    async def read_account(self, account_id: str, *, fresh: bool = True) -> doc.AccountDoc | None:
         """The account, or None when it has no document. ``fresh=False`` allows a copy
         this process cached (what it last read or wrote): only for a caller that then
         writes conditionally, so a stale copy costs a 412 and a fresh read, never a lost
         update.
-
-        Raises:
-            UnreadableDocument: the stored document cannot be read (never overwritten).
-            TransientStoreError: the store is unavailable.
         """
         ...
 
     async def write_account(
-        self, account: AccountDoc, valuation: Valuation, etag: str | None
+        self, account: doc.AccountDoc, valuation: Valuation, etag: str | None
     ) -> str | None:
         """Create (``etag`` None) or replace-if-unchanged the account document (its figures
         from ``valuation``, as of ``account.updated_at``); returns the new ETag (None when
         the store does not say).
-
-        Raises:
-            StaleAccountState: another writer got there first (412 / 409).
-            TransientStoreError: the store is unavailable.
         """
         ...
 
-    async def read_record(self, partition: str, record_id: str) -> Record | None:
-        """A record by id in its partition, or None.
-
-        Raises:
-            UnreadableDocument: the record cannot be read.
-            TransientStoreError: the store is unavailable.
-        """
+    async def read_record(self, partition: str, record_id: str) -> doc.Record | None:
+        """A record by id in its partition, or None."""
         ...
 
     async def existing_records(self, partition: str, record_ids: Sequence[str]) -> set[str]:
-        """Which of ``record_ids`` exist in the partition (one query).
-
-        Raises:
-            TransientStoreError: the store is unavailable.
-        """
+        """Which of ``record_ids`` exist in the partition (one query)."""
         ...
 
-    async def create_record(self, record: Record) -> bool:
-        """Create an immutable record; False when one with that id already exists.
-
-        Raises:
-            TransientStoreError: the store is unavailable.
-        """
+    async def create_record(self, record: doc.Record) -> bool:
+        """Create an immutable record; False when one with that id already exists."""
         ...
 
-    async def read_mark(self, symbol: str) -> MarkDoc | None:
-        """The latest stored mark of ``symbol``, or None.
-
-        Raises:
-            UnreadableDocument: the mark document cannot be read.
-            TransientStoreError: the store is unavailable.
-        """
+    async def read_mark(self, symbol: str) -> doc.MarkDoc | None:
+        """The latest stored mark of ``symbol``, or None."""
         ...
 
-    async def write_mark(self, mark: MarkDoc, etag: str | None) -> str | None:
-        """Create (``etag`` None) or replace-if-unchanged a mark document; the new ETag.
-
-        Raises:
-            StaleAccountState: a concurrent writer changed it.
-            TransientStoreError: the store is unavailable.
-        """
+    async def write_mark(self, mark: doc.MarkDoc, etag: str | None) -> str | None:
+        """Store a mark document (see ``write_*`` above)."""
         ...
 
     async def list_holders(self, symbol: str) -> list[tuple[str, str]]:
         """The index of accounts holding ``symbol``: (accountId, etag) pairs (one query in
         the symbol's partition).
-
-        Raises:
-            TransientStoreError: the store is unavailable.
         """
         ...
 
-    async def index_holder(self, symbol: str, account_id: str) -> MarkDoc | None:
+    async def index_holder(self, symbol: str, account_id: str) -> doc.MarkDoc | None:
         """Put ``account_id`` into the index of ``symbol`` (idempotent; changes its etag),
         then read the symbol's stored mark, in that order and in one request: the mark as
         stored once the entry was written, or None.
-
-        Raises:
-            UnreadableDocument: the mark document cannot be read.
-            TransientStoreError: the store is unavailable.
         """
         ...
 
     async def delete_holder(self, symbol: str, account_id: str, etag: str) -> bool:
         """Remove an index entry if it is unchanged since ``etag``; False when it changed
         or is gone.
-
-        Raises:
-            TransientStoreError: the store is unavailable.
         """
         ...
 
-    async def read_watch(self, symbol: str) -> StaleWatch | None:
-        """The stale-mark watch of ``symbol``, or None.
-
-        Raises:
-            UnreadableDocument: the watch document cannot be read.
-            TransientStoreError: the store is unavailable.
-        """
+    async def read_watch(self, symbol: str) -> doc.StaleWatch | None:
+        """The stale-mark watch of ``symbol``, or None."""
         ...
 
-    async def write_watch(self, watch: StaleWatch, etag: str | None) -> str | None:
-        """Create (``etag`` None) or replace-if-unchanged the watch; the new ETag.
-
-        Raises:
-            StaleAccountState: it exists (create) or changed (replace).
-            TransientStoreError: the store is unavailable.
-        """
+    async def write_watch(self, watch: doc.StaleWatch, etag: str | None) -> str | None:
+        """Store the watch (see ``write_*`` above)."""
         ...
 
-    async def save_pass(self, mark_pass: MarkPass) -> None:
-        """Store a mark message's pass (idempotent upsert) for its fan-out units.
-
-        Raises:
-            TransientStoreError: the store is unavailable.
-        """
+    async def save_pass(self, mark_pass: doc.MarkPass) -> None:
+        """Store a mark message's pass (idempotent upsert) for its fan-out units."""
         ...
 
-    async def read_pass(self, body_digest: str) -> MarkPass | None:
-        """A mark message's pass, or None.
-
-        Raises:
-            UnreadableDocument: the pass document cannot be read.
-            TransientStoreError: the store is unavailable.
-        """
+    async def read_pass(self, body_digest: str) -> doc.MarkPass | None:
+        """A mark message's pass, or None."""
         ...
 
-    async def read_deadletter(self, queue: str, deadletter_id: str) -> DeadLetter | None:
-        """A deadletter by id in its queue partition, or None.
-
-        Raises:
-            UnreadableDocument: the deadletter cannot be read.
-            TransientStoreError: the store is unavailable.
-        """
+    async def read_deadletter(self, queue: str, deadletter_id: str) -> doc.DeadLetter | None:
+        """A deadletter by id in its queue partition, or None."""
         ...
 
-    async def write_deadletter(self, letter: DeadLetter, etag: str | None) -> str | None:
-        """Create (``etag`` None) or replace-if-unchanged a deadletter; the new ETag.
-
-        Raises:
-            StaleAccountState: it exists (create) or changed (replace).
-            TransientStoreError: the store is unavailable.
-        """
+    async def write_deadletter(self, letter: doc.DeadLetter, etag: str | None) -> str | None:
+        """Store a deadletter (see ``write_*`` above)."""
         ...
 
-    async def note_failure(self, note: FailureNote) -> None:
-        """Keep the last error of a body (upsert).
-
-        Raises:
-            TransientStoreError: the store is unavailable.
-        """
+    async def note_failure(self, note: doc.FailureNote) -> None:
+        """Keep the last error of a body (upsert)."""
         ...
 
     async def read_failure(self, queue: str, body_digest: str) -> str | None:
-        """The last error noted for a body of ``queue``, or None.
-
-        Raises:
-            TransientStoreError: the store is unavailable.
-        """
+        """The last error noted for a body of ``queue``, or None."""
         ...
 
 
 class AlertSink(Protocol):
-    """The alerts queue."""
+    """The alerts queue. ``send`` raises whatever the queue client raises when it cannot
+    write; callers let it propagate (the host retries, and a retry re-sends)."""
 
     async def send(self, alerts: Sequence[Alert]) -> None:
-        """Send each alert as one message (base64 of its JSON).
-
-        Raises:
-            Exception: the queue could not be written; the caller lets it propagate.
-        """
+        """Send each alert as one message (base64 of its JSON)."""
         ...
 
 
 class MessageSink(Protocol):
-    """A queue of the app's own (the marks fan-out)."""
+    """A queue of the app's own (the marks fan-out); raises as :class:`AlertSink`."""
 
     async def send_texts(self, texts: Sequence[str]) -> None:
-        """Send each text as one message (base64 of its UTF-8).
-
-        Raises:
-            Exception: the queue could not be written; the caller lets it propagate.
-        """
+        """Send each text as one message (base64 of its UTF-8)."""
         ...

@@ -32,6 +32,8 @@ _TS = {
 _TS_OR_NULL = {"anyOf": [_TS, {"type": "null"}]}
 _RISK = {"enum": ["NORMAL", "MARGIN_CALL", "LIQUIDATION"]}
 _ALERTS = {"type": "array", "items": {"$ref": "alert.schema.json"}}
+_STR = {"type": "string"}
+_DIGEST = {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"}
 
 
 def _model(model: type[BaseModel], name: str, mode: str) -> dict[str, Any]:
@@ -44,13 +46,17 @@ def _model(model: type[BaseModel], name: str, mode: str) -> dict[str, Any]:
 
 
 def _doc(name: str, title: str, required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
+    """A document's schema; its ``type`` follows the name (``stale-watch.schema.json``:
+    ``staleWatch``; a ``-record`` suffix is no part of it)."""
+    first, *rest = name.split(".")[0].removesuffix("-record").split("-")
+    kind = first + "".join(word.capitalize() for word in rest)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": _BASE + name,
         "title": title,
         "type": "object",
         "required": ["id", "type", "schemaVersion", *required],
-        "properties": {"schemaVersion": {"const": 1}, **properties},
+        "properties": {"schemaVersion": {"const": 1}, "type": {"const": kind}, **properties},
     }
 
 
@@ -99,7 +105,7 @@ def _documents() -> dict[str, dict[str, Any]]:
             "updatedAt",
         ],
         "properties": {
-            "symbol": {"type": "string"},
+            "symbol": _STR,
             "positionSide": {"enum": ["BOTH", "LONG", "SHORT"]},
             "marginMode": {"enum": ["CROSS", "ISOLATED"]},
             "quantity": _DEC,
@@ -118,6 +124,16 @@ def _documents() -> dict[str, dict[str, Any]]:
             "lastFillPrice": _DEC,
             "riskState": _RISK,
             "updatedAt": _TS,
+        },
+    }
+    outbox_entry = {
+        "type": "object",
+        "required": ["key", "source", "alerts", "committedAt"],
+        "properties": {
+            "key": _STR,
+            "source": _STR,
+            "alerts": _ALERTS,
+            "committedAt": _TS,
         },
     }
     event_props = {
@@ -140,21 +156,29 @@ def _documents() -> dict[str, dict[str, Any]]:
             ],
             {
                 "id": {"const": "@account"},
-                "type": {"const": "account"},
                 "accountId": {"type": "string", "pattern": ID_PATTERN},
                 "wallets": {"type": "object", "additionalProperties": wallet},
                 "positions": {"type": "array", "items": position},
                 "riskState": _RISK,
                 "updatedAt": _TS,
                 "version": {"type": "integer", "minimum": 0},
-                "recentEventIds": {"type": "array", "items": {"type": "string"}, "maxItems": 1000},
+                "recentEventIds": {"type": "array", "items": _STR, "maxItems": 1000},
                 "recentIdsEvicted": {"type": "boolean"},
                 "pending": {
+                    "description": "outbox entries: effects committed with this write, kept until a sweep has seen their records (docs/exactly-once.md)",
                     "type": "array",
                     "items": {
                         "type": "object",
                         "required": ["eventId", "record"],
-                        "properties": {"eventId": {"type": "string"}, "record": {"type": "object"}},
+                        "properties": {
+                            "eventId": {"type": "string", "description": "the entry's key"},
+                            "source": {
+                                "type": "string",
+                                "description": "the message that owns it (an event id or marks:<bodyDigest>)",
+                            },
+                            "record": {"type": "object"},
+                            "holders": {"type": "array", "items": _STR},
+                        },
                     },
                 },
             },
@@ -163,13 +187,13 @@ def _documents() -> dict[str, dict[str, Any]]:
             "trade-record.schema.json",
             "Trade record (container ledger, id = tradeId): the FILL as applied",
             ["accountId", "tradeId", "alerts", "createdAt"],
-            {"type": {"const": "trade"}, "tradeId": {"type": "string"}, **event_props},
+            {"type": {"const": "trade"}, "tradeId": _STR, **event_props},
         ),
         "transfer-record.schema.json": _doc(
             "transfer-record.schema.json",
             "Transfer record (container ledger, id = transferId): the TRANSFER as applied",
             ["accountId", "transferId", "alerts", "createdAt"],
-            {"type": {"const": "transfer"}, "transferId": {"type": "string"}, **event_props},
+            {"type": {"const": "transfer"}, "transferId": _STR, **event_props},
         ),
         "rejection-record.schema.json": _doc(
             "rejection-record.schema.json",
@@ -177,11 +201,10 @@ def _documents() -> dict[str, dict[str, Any]]:
             ["accountId", "sourceId", "reasons", "bodyDigest", "alerts", "createdAt"],
             {
                 "id": {"type": "string", "pattern": "^rejection:"},
-                "type": {"const": "rejection"},
-                "accountId": {"type": "string"},
-                "sourceId": {"type": "string"},
-                "queue": {"type": "string"},
-                "bodyDigest": {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"},
+                "accountId": _STR,
+                "sourceId": _STR,
+                "queue": _STR,
+                "bodyDigest": _DIGEST,
                 "bodyExcerpt": {"type": "string", "maxLength": 512},
                 "reasons": {
                     "type": "array",
@@ -189,7 +212,7 @@ def _documents() -> dict[str, dict[str, Any]]:
                     "items": {
                         "type": "object",
                         "required": ["code", "message"],
-                        "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                        "properties": {"code": _STR, "message": _STR},
                     },
                 },
                 "alerts": _ALERTS,
@@ -198,15 +221,14 @@ def _documents() -> dict[str, dict[str, Any]]:
         ),
         "revaluation-record.schema.json": _doc(
             "revaluation-record.schema.json",
-            "Re-valuation record (container ledger, id @<source>): the alerts marks raised on one account; source marks:<bodyDigest> (a mark message), marks:<bodyDigest>:<16 hex> (a later write of the same message on the same account, for symbols it opened while the message was in flight; the hex is a digest of those symbols) or mark:<markId> (a fill catching up with a mark stored while it was in flight)",
+            "Re-valuation record (container ledger, id @<source>): the alerts marks raised on one account in one write; source marks:<bodyDigest> (a mark message's pass) or mark:<markId>:<eventId> (a fill catching up with a mark stored while it was in flight); marks:<bodyDigest>:<16 hex> and mark:<markId> were written by earlier versions",
             ["accountId", "source", "marks", "alerts", "createdAt"],
             {
                 "id": {
                     "type": "string",
                     "pattern": "^@(marks:sha256:[0-9a-f]{64}(:[0-9a-f]{16})?|mark:.+)$",
                 },
-                "type": {"const": "revaluation"},
-                "source": {"type": "string"},
+                "source": _STR,
                 "marks": {"type": "object", "additionalProperties": _TS},
                 **event_props,
             },
@@ -217,9 +239,8 @@ def _documents() -> dict[str, dict[str, Any]]:
             ["symbol", "markPrice", "timestamp", "markId"],
             {
                 "id": {"const": "@mark"},
-                "type": {"const": "mark"},
-                "symbol": {"type": "string"},
-                "markId": {"type": "string"},
+                "symbol": _STR,
+                "markId": _STR,
                 "markPrice": _DEC,
                 "timestamp": _TS,
                 "updatedAt": _TS,
@@ -231,18 +252,97 @@ def _documents() -> dict[str, dict[str, Any]]:
             ["queue", "rawBody", "bodyDigest", "sourceId", "count", "firstSeen", "lastSeen"],
             {
                 "id": {"type": "string", "pattern": "^sha256:[0-9a-f]{64}(:.+)?$"},
-                "type": {"const": "deadletter"},
-                "queue": {"type": "string"},
-                "rawBody": {"type": "string"},
-                "bodyDigest": {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"},
+                "queue": _STR,
+                "rawBody": _STR,
+                "bodyDigest": _DIGEST,
                 "accountId": {"type": ["string", "null"]},
-                "sourceId": {"type": "string"},
+                "sourceId": _STR,
                 "count": {"type": "integer", "minimum": 1},
                 "firstSeen": _TS,
                 "lastSeen": _TS,
-                "lastError": {"type": "string"},
+                "lastError": _STR,
+                "pending": {
+                    "description": "its POISON_MESSAGE until sent",
+                    "type": "array",
+                    "items": outbox_entry,
+                },
             },
         ),
+        "stale-watch.schema.json": _doc(
+            "stale-watch.schema.json",
+            "Stale-mark watch of a symbol (container marks, partition /symbol, id @stale): the stale mark a STALE_MARK alert was decided for, and that alert until sent",
+            ["symbol", "alerted", "pending"],
+            {
+                "id": {"const": "@stale"},
+                "symbol": _STR,
+                "alerted": _STR,
+                "pending": {"type": "array", "items": outbox_entry},
+            },
+        ),
+        "mark-pass.schema.json": _doc(
+            "mark-pass.schema.json",
+            "A mark message's pass over the holders, for its fan-out units (container marks, partition @passes, id = bodyDigest; ttl 7 days)",
+            ["symbol", "bodyDigest", "marks", "symbols", "rawBody", "createdAt"],
+            {
+                "id": _DIGEST,
+                "symbol": {"const": "@passes"},
+                "bodyDigest": _DIGEST,
+                "marks": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["symbol", "markPrice", "timestamp", "markId"],
+                        "properties": {
+                            "symbol": _STR,
+                            "markPrice": _DEC,
+                            "timestamp": _TS,
+                            "markId": _STR,
+                        },
+                    },
+                },
+                "symbols": {"type": "array", "items": _STR},
+                "rawBody": _STR,
+                "createdAt": _TS,
+                "ttl": {"type": "integer"},
+            },
+        ),
+        "failure.schema.json": _doc(
+            "failure.schema.json",
+            "The last error an invocation met on a body (container deadletters, partition /queue, id failure:<bodyDigest>), for its deadletter's lastError",
+            ["queue", "bodyDigest", "lastError", "at"],
+            {
+                "id": {"type": "string", "pattern": "^failure:sha256:[0-9a-f]{64}$"},
+                "queue": _STR,
+                "bodyDigest": _DIGEST,
+                "lastError": _STR,
+                "at": _TS,
+            },
+        ),
+        "mark-fanout-unit.message.schema.json": {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": _BASE + "mark-fanout-unit.message.schema.json",
+            "title": "A unit of a mark's pass on MARKS_FANOUT_QUEUE (the app's own queue, base64 JSON): the accounts one invocation re-values, with the ETag of each index entry they are listed under",
+            "type": "object",
+            "required": ["type", "schemaVersion", "bodyDigest", "accounts"],
+            "additionalProperties": False,
+            "properties": {
+                "type": {"const": "MARK_PASS"},
+                "schemaVersion": {"const": 1},
+                "bodyDigest": _DIGEST,
+                "accounts": {
+                    "type": "array",
+                    "items": {
+                        "type": "array",
+                        "prefixItems": [
+                            _STR,
+                            {"type": "object", "additionalProperties": _STR},
+                        ],
+                        "minItems": 2,
+                        "maxItems": 2,
+                    },
+                },
+            },
+        },
     }
 
 

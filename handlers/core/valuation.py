@@ -177,41 +177,17 @@ def _value_group(
     )
     views: list[PositionView] = []
     for p, inst, mark, notional, im, mm, upnl in rows:
-        if p.margin_mode == "CROSS":
-            views.append(
-                PositionView(
-                    p,
-                    inst,
-                    mark,
-                    notional,
-                    im,
-                    mm,
-                    upnl,
-                    cross_liq.get(p.symbol),
-                    None,
-                    None,
-                    state,
-                )
-            )
-            continue
-        mb = m_add(p.isolated_margin, upnl)
-        iso_ratio = m_div(mm, mb) if mb > 0 else None
-        liq = liquidation_price(inst, [Leg(p.quantity, p.entry_price)], mark, p.isolated_margin)
-        reached_iso = liq is not None and liq.reached_by(mark)
+        if p.margin_mode == "CROSS":  # the wallet's liquidation price, margin and state
+            liq, mb, pos_ratio, pos_state = cross_liq.get(p.symbol), None, None, state
+        else:
+            mb = m_add(p.isolated_margin, upnl)
+            pos_ratio = m_div(mm, mb) if mb > 0 else None
+            legs = [Leg(p.quantity, p.entry_price)]
+            liq = liquidation_price(inst, legs, mark, p.isolated_margin)
+            reached = liq is not None and liq.reached_by(mark)
+            pos_state = _state(pos_ratio, reached, margin_call_ratio)
         views.append(
-            PositionView(
-                p,
-                inst,
-                mark,
-                notional,
-                im,
-                mm,
-                upnl,
-                liq,
-                mb,
-                iso_ratio,
-                _state(iso_ratio, reached_iso, margin_call_ratio),
-            )
+            PositionView(p, inst, mark, notional, im, mm, upnl, liq, mb, pos_ratio, pos_state)
         )
     return wallet, tuple(views)
 

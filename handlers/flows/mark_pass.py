@@ -37,7 +37,6 @@ __all__ = [
     "handle_unit",
     "parse_unit",
     "pass_key",
-    "process_mark_fanout",
     "read_unit",
     "unit_texts",
     "visit_accounts",
@@ -209,17 +208,6 @@ async def handle_unit(deps: Deps, delivery: Delivery, unit: Unit) -> Outcome:
     alerts = tuple(a for found in sent.values() for a in found)
     detail = f"{written} of {len(unit.holdings)} account(s) re-valued"
     return Outcome("APPLIED", pass_key(unit.body_digest), alerts=alerts, detail=detail)
-
-
-async def process_mark_fanout(raw: bytes, deps: Deps, dequeue_count: int = 1) -> Outcome:
-    """Process one unit of the marks fan-out queue (``dequeue_count`` > 1: a retry).
-
-    Raises:
-        StaleAccountState, TransientStoreError, UnreadableDocument: retry by the host.
-        Exception: the alerts queue failed.
-    """
-    delivery = Delivery(raw, deps.settings.marks_fanout_queue, dequeue_count)
-    return await handle_fanout(deps, delivery)
 
 
 def read_unit(delivery: Delivery) -> Unit | BodyError:

@@ -36,20 +36,7 @@ from handlers.flows.mark_pass import Holding, unit_texts, visit_accounts
 from handlers.flows.rejections import reject
 from handlers.flows.stored_marks import read_mark, store_newest
 
-__all__ = ["apply_marks", "handle_marks", "parse_marks", "process_mark_message"]
-
-
-async def process_mark_message(
-    raw: bytes, deps: Deps, queue: str | None = None, dequeue_count: int = 1
-) -> list[Outcome]:
-    """Process one body of the marks queue (``dequeue_count`` > 1: a retry).
-
-    Raises:
-        TransientStoreError, StaleAccountState: retry by the host.
-        Exception: the alerts or fan-out queue failed (retry by the host).
-    """
-    delivery = Delivery(raw, queue or deps.settings.marks_queue, dequeue_count)
-    return await handle_marks(deps, delivery)
+__all__ = ["apply_marks", "handle_marks", "parse_marks"]
 
 
 def parse_marks(obj: dict[str, Any]) -> list[tuple[Any, str | None, bool]] | None:

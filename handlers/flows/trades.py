@@ -40,20 +40,7 @@ from handlers.flows.rejections import reject, rejection_record
 from handlers.flows.revaluation import Visit, revalue
 from handlers.flows.stored_marks import read_mark
 
-__all__ = ["apply_event", "complete_duplicate", "handle_trade", "process_trade_message"]
-
-
-async def process_trade_message(
-    raw: bytes, deps: Deps, queue: str | None = None, dequeue_count: int = 1
-) -> Outcome:
-    """Process one body of the trades queue (``dequeue_count`` > 1: a retry).
-
-    Raises:
-        UnreadableDocument, TransientStoreError, StaleAccountState: the message should be
-            retried by the host (and finally poisoned).
-    """
-    delivery = Delivery(raw, queue or deps.settings.trades_queue, dequeue_count)
-    return await handle_trade(deps, delivery)
+__all__ = ["apply_event", "complete_duplicate", "handle_trade"]
 
 
 async def handle_trade(deps: Deps, delivery: Delivery) -> Outcome:

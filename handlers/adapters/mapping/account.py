@@ -8,12 +8,12 @@ from typing import Any
 
 from handlers.adapters.mapping.records import entry_to_document, read_entries
 from handlers.adapters.mapping.values import (
-    SCHEMA_VERSION,
     dec,
     dec_or_none,
+    header,
     opt_dec,
+    reading,
     risk,
-    shape,
     ts,
 )
 from handlers.core.contracts import format_timestamp
@@ -21,19 +21,15 @@ from handlers.core.decimals import format_decimal
 from handlers.core.documents import ACCOUNT_ID, AccountDoc
 from handlers.core.state import Ledger, Position, Wallet
 from handlers.core.valuation import Valuation
-from handlers.errors import UnreadableDocument
 
 __all__ = ["account_from_document", "account_to_document"]
 
 
 def account_from_document(doc: Mapping[str, Any]) -> AccountDoc:
-    """Read a stored account document.
-
-    Raises:
-        UnreadableDocument: unknown ``schemaVersion`` or a wrong shape.
+    """Read a stored account document (raises UnreadableDocument: unknown
+    ``schemaVersion`` or a wrong shape).
     """
-    shape(doc, "account")
-    try:
+    with reading("account document has a wrong shape", doc, "account"):
         wallets = {
             asset: Wallet(
                 asset,
@@ -65,10 +61,6 @@ def account_from_document(doc: Mapping[str, Any]) -> AccountDoc:
         version = int(doc.get("version", 0))
         evicted = bool(doc.get("recentIdsEvicted", False))
         updated = None if doc.get("updatedAt") is None else ts(doc["updatedAt"], "updatedAt")
-    except UnreadableDocument:
-        raise
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise UnreadableDocument(f"account document has a wrong shape: {exc!r}") from exc
     return AccountDoc(
         account_id=str(doc.get("accountId")),
         ledger=Ledger(wallets=wallets, positions=positions),
@@ -130,10 +122,7 @@ def account_to_document(account: AccountDoc, valuation: Valuation) -> dict[str, 
             }
         )
     return {
-        "id": ACCOUNT_ID,
-        "accountId": account.account_id,
-        "type": "account",
-        "schemaVersion": SCHEMA_VERSION,
+        **header(ACCOUNT_ID, "account", accountId=account.account_id),
         "wallets": wallets,
         "positions": positions,
         "riskState": valuation.risk_state,

@@ -6,10 +6,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from handlers.adapters.mapping.records import entry_to_document, read_entries
-from handlers.adapters.mapping.values import SCHEMA_VERSION, shape, ts
+from handlers.adapters.mapping.values import header, reading, ts
 from handlers.core.contracts import format_timestamp
 from handlers.core.documents import DeadLetter, FailureNote
-from handlers.errors import UnreadableDocument
 
 __all__ = [
     "deadletter_from_document",
@@ -40,10 +39,7 @@ def deadletter_to_document(letter: DeadLetter) -> dict[str, Any]:
     """The deadletter document (fields it does not know, e.g. replay stamps, kept)."""
     out: dict[str, Any] = {
         **letter.extra,
-        "id": letter.id,
-        "queue": letter.queue,
-        "type": "deadletter",
-        "schemaVersion": SCHEMA_VERSION,
+        **header(letter.id, "deadletter", queue=letter.queue),
         "rawBody": letter.raw_body,
         "bodyDigest": letter.body_digest,
         "accountId": letter.account_id,
@@ -60,13 +56,8 @@ def deadletter_to_document(letter: DeadLetter) -> dict[str, Any]:
 
 
 def deadletter_from_document(doc: Mapping[str, Any]) -> DeadLetter:
-    """Read a stored deadletter.
-
-    Raises:
-        UnreadableDocument: another version or a wrong shape.
-    """
-    shape(doc, "deadletter")
-    try:
+    """Read a stored deadletter (raises UnreadableDocument: another version or a wrong shape)."""
+    with reading("deadletter document", doc, "deadletter"):
         return DeadLetter(
             id=str(doc["id"]),
             queue=str(doc["queue"]),
@@ -82,19 +73,12 @@ def deadletter_from_document(doc: Mapping[str, Any]) -> DeadLetter:
             extra={k: v for k, v in doc.items() if k not in _DEADLETTER_KEYS and k[:1] != "_"},
             etag=doc.get("_etag"),
         )
-    except UnreadableDocument:
-        raise
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise UnreadableDocument(f"deadletter document: {exc!r}") from exc
 
 
 def failure_to_document(note: FailureNote) -> dict[str, Any]:
     """A failure note (partition the source queue, id ``failure:<digest>``)."""
     return {
-        "id": f"failure:{note.body_digest}",
-        "queue": note.queue,
-        "type": "failure",
-        "schemaVersion": SCHEMA_VERSION,
+        **header(f"failure:{note.body_digest}", "failure", queue=note.queue),
         "bodyDigest": note.body_digest,
         "lastError": note.error,
         "at": format_timestamp(note.at),

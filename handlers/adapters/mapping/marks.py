@@ -6,11 +6,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from handlers.adapters.mapping.records import entry_to_document, read_entries
-from handlers.adapters.mapping.values import SCHEMA_VERSION, dec, shape, ts
+from handlers.adapters.mapping.values import dec, header, reading, ts
 from handlers.core.contracts import format_timestamp
 from handlers.core.decimals import format_decimal
 from handlers.core.documents import MarkDoc, MarkPass, PassMark, StaleWatch
-from handlers.errors import UnreadableDocument
 
 __all__ = [
     "PASSES_PARTITION",
@@ -32,10 +31,7 @@ PASS_TTL_SECONDS = 7 * 24 * 3600
 def mark_to_document(mark: MarkDoc) -> dict[str, Any]:
     """The ``@mark`` document of a symbol."""
     return {
-        "id": "@mark",
-        "symbol": mark.symbol,
-        "type": "mark",
-        "schemaVersion": SCHEMA_VERSION,
+        **header("@mark", "mark", symbol=mark.symbol),
         "markId": mark.mark_id,
         "markPrice": format_decimal(mark.price),
         "timestamp": format_timestamp(mark.timestamp),
@@ -50,7 +46,7 @@ def mark_from_document(doc: Mapping[str, Any]) -> MarkDoc:
         UnreadableDocument: a wrong shape.
     """
     symbol = str(doc.get("symbol"))
-    try:
+    with reading(f"mark document of {symbol}"):
         return MarkDoc(
             symbol=symbol,
             mark_id=str(doc["markId"]),
@@ -59,51 +55,34 @@ def mark_from_document(doc: Mapping[str, Any]) -> MarkDoc:
             updated_at=ts(doc.get("updatedAt", doc["timestamp"]), f"mark of {symbol}"),
             etag=doc.get("_etag"),
         )
-    except UnreadableDocument:
-        raise
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise UnreadableDocument(f"mark document of {symbol}: {exc!r}") from exc
 
 
 def watch_to_document(watch: StaleWatch) -> dict[str, Any]:
     """The ``@stale`` document of a symbol."""
     return {
-        "id": "@stale",
-        "symbol": watch.symbol,
-        "type": "staleWatch",
-        "schemaVersion": SCHEMA_VERSION,
+        **header("@stale", "staleWatch", symbol=watch.symbol),
         "alerted": watch.alerted,
         "pending": [entry_to_document(e) for e in watch.pending],
     }
 
 
 def watch_from_document(doc: Mapping[str, Any]) -> StaleWatch:
-    """Read a stored ``@stale`` document.
-
-    Raises:
-        UnreadableDocument: another version or a wrong shape.
+    """Read a stored ``@stale`` document (raises UnreadableDocument: another version or
+    a wrong shape).
     """
-    shape(doc, "staleWatch")
-    try:
+    with reading("stale watch document", doc, "staleWatch"):
         return StaleWatch(
             symbol=str(doc["symbol"]),
             alerted=str(doc["alerted"]),
             pending=read_entries(doc.get("pending", [])),
             etag=doc.get("_etag"),
         )
-    except UnreadableDocument:
-        raise
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise UnreadableDocument(f"stale watch document: {exc!r}") from exc
 
 
 def pass_to_document(mark_pass: MarkPass) -> dict[str, Any]:
     """A mark pass document (partition ``@passes`` of ``marks``, id the body digest)."""
     return {
-        "id": mark_pass.body_digest,
-        "symbol": PASSES_PARTITION,
-        "type": "markPass",
-        "schemaVersion": SCHEMA_VERSION,
+        **header(mark_pass.body_digest, "markPass", symbol=PASSES_PARTITION),
         "bodyDigest": mark_pass.body_digest,
         "marks": [
             {
@@ -122,13 +101,8 @@ def pass_to_document(mark_pass: MarkPass) -> dict[str, Any]:
 
 
 def pass_from_document(doc: Mapping[str, Any]) -> MarkPass:
-    """Read a mark pass document.
-
-    Raises:
-        UnreadableDocument: another version or a wrong shape.
-    """
-    shape(doc, "markPass")
-    try:
+    """Read a mark pass document (raises UnreadableDocument: another version or a wrong shape)."""
+    with reading("mark pass document", doc, "markPass"):
         return MarkPass(
             body_digest=str(doc["bodyDigest"]),
             marks=tuple(
@@ -144,7 +118,3 @@ def pass_from_document(doc: Mapping[str, Any]) -> MarkPass:
             raw_body=str(doc.get("rawBody", "")),
             created_at=ts(doc["createdAt"], "createdAt"),
         )
-    except UnreadableDocument:
-        raise
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise UnreadableDocument(f"mark pass document: {exc!r}") from exc

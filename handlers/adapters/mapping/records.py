@@ -8,7 +8,9 @@ from typing import Any
 from handlers.adapters.mapping.values import (
     SCHEMA_VERSION,
     alerts_json,
+    header,
     read_alerts,
+    reading,
     ts,
 )
 from handlers.core.contracts import format_timestamp
@@ -39,19 +41,13 @@ def record_to_document(record: Record) -> dict[str, Any]:
     if isinstance(record, EventRecord):
         return {
             **record.event,
-            "id": record.id,
-            "accountId": record.account_id,
-            "type": record.kind,
+            **header(record.id, record.kind, accountId=record.account_id),
             "eventType": record.event_type,
-            "schemaVersion": SCHEMA_VERSION,
             **common,
         }
     if isinstance(record, RejectionRecord):
         return {
-            "id": record.id,
-            "accountId": record.account_id,
-            "type": "rejection",
-            "schemaVersion": SCHEMA_VERSION,
+            **header(record.id, "rejection", accountId=record.account_id),
             "sourceId": record.source_id,
             "queue": record.queue,
             "bodyDigest": record.body_digest,
@@ -60,10 +56,7 @@ def record_to_document(record: Record) -> dict[str, Any]:
             **common,
         }
     return {
-        "id": record.id,
-        "accountId": record.account_id,
-        "type": "revaluation",
-        "schemaVersion": SCHEMA_VERSION,
+        **header(record.id, "revaluation", accountId=record.account_id),
         "source": record.source,
         "marks": {s: format_timestamp(t) for s, t in record.marks.items()},
         **common,
@@ -84,46 +77,38 @@ def record_from_document(doc: Mapping[str, Any]) -> Record:
     kind = doc.get("type")
     if doc.get("schemaVersion") != SCHEMA_VERSION:
         raise UnreadableDocument(f"record of version {doc.get('schemaVersion')!r}")
-    try:
-        created = ts(doc["createdAt"], "createdAt")
-        alerts = read_alerts(doc["alerts"])
-        account = str(doc["accountId"])
+    with reading(f"{kind} record has a wrong shape"):
+        common: dict[str, Any] = {  # what every record has
+            "account_id": str(doc["accountId"]),
+            "alerts": read_alerts(doc["alerts"]),
+            "created_at": ts(doc["createdAt"], "createdAt"),
+        }
         if kind in ("trade", "transfer"):
             event_type = doc["eventType"]
             if event_type not in ("FILL", "TRANSFER"):
                 raise UnreadableDocument(f"record eventType {event_type!r}")
             return EventRecord(
                 id=str(doc["id"]),
-                account_id=account,
                 kind=kind,
                 event_type=event_type,
                 event={k: v for k, v in doc.items() if k not in _EVENT_META and k[:1] != "_"},
-                alerts=alerts,
-                created_at=created,
+                **common,
             )
         if kind == "rejection":
             return RejectionRecord(
                 source_id=str(doc["sourceId"]),
-                account_id=account,
                 queue=str(doc.get("queue", "")),
                 body_digest=str(doc["bodyDigest"]),
                 body_excerpt=str(doc.get("bodyExcerpt", "")),
                 reasons=tuple((str(r["code"]), str(r["message"])) for r in doc["reasons"]),
-                alerts=alerts,
-                created_at=created,
+                **common,
             )
         if kind == "revaluation":
             return RevaluationRecord(
                 source=str(doc["source"]),
-                account_id=account,
                 marks={str(s): ts(t, "marks") for s, t in dict(doc["marks"]).items()},
-                alerts=alerts,
-                created_at=created,
+                **common,
             )
-    except UnreadableDocument:
-        raise
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise UnreadableDocument(f"{kind} record has a wrong shape: {exc!r}") from exc
     raise UnreadableDocument(f"record of type {kind!r}")
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -18,8 +19,10 @@ __all__ = [
     "alerts_json",
     "dec",
     "dec_or_none",
+    "header",
     "opt_dec",
     "read_alerts",
+    "reading",
     "risk",
     "shape",
     "ts",
@@ -59,6 +62,12 @@ def risk(raw: object, what: str) -> RiskState:
     return raw  # type: ignore[return-value]
 
 
+def header(doc_id: str, kind: str, **partition: str) -> dict[str, Any]:
+    """The fields every document starts with: its id, its partition key (one keyword),
+    its ``type`` and ``schemaVersion``."""
+    return {"id": doc_id, **partition, "type": kind, "schemaVersion": SCHEMA_VERSION}
+
+
 def shape(doc: Mapping[str, Any], kind: str) -> None:
     if doc.get("type") != kind or doc.get("schemaVersion") != SCHEMA_VERSION:
         raise UnreadableDocument(
@@ -75,3 +84,22 @@ def read_alerts(raw: object) -> tuple[Alert, ...]:
     if not isinstance(raw, list):
         raise UnreadableDocument("alerts must be a list")
     return tuple(Alert.model_validate(a, strict=False) for a in raw)
+
+
+@contextlib.contextmanager
+def reading(what: str, doc: Mapping[str, Any] | None = None, kind: str = "") -> Iterator[None]:
+    """Read a stored document's fields: a missing key or a value of the wrong kind becomes
+    :class:`UnreadableDocument` naming ``what``; with ``doc`` and ``kind``, a document of
+    another ``type`` or ``schemaVersion`` is refused first.
+
+    Raises:
+        UnreadableDocument: another type or version, or a wrong shape.
+    """
+    if doc is not None:
+        shape(doc, kind)
+    try:
+        yield
+    except UnreadableDocument:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise UnreadableDocument(f"{what}: {exc!r}") from exc
