@@ -51,8 +51,9 @@ class LedgerStore(Protocol):
         """Which of ``record_ids`` exist in the partition (one query)."""
         ...
 
-    async def create_record(self, record: doc.Record) -> bool:
-        """Create an immutable record; False when one with that id already exists."""
+    async def create_record(self, record: doc.Record | doc.SentMarker) -> bool:
+        """Create an immutable record (or a claim's sent marker); False when one with that
+        id already exists."""
         ...
 
     async def read_mark(self, symbol: str) -> doc.MarkDoc | None:

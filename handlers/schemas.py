@@ -221,12 +221,12 @@ def _documents() -> dict[str, dict[str, Any]]:
         ),
         "revaluation-record.schema.json": _doc(
             "revaluation-record.schema.json",
-            "Re-valuation record (container ledger, id @<source>): the alerts marks raised on one account in one write; source marks:<bodyDigest> (a mark message's pass) or mark:<markId>:<eventId> (a fill catching up with a mark stored while it was in flight); marks:<bodyDigest>:<16 hex> and mark:<markId> were written by earlier versions",
+            "Re-valuation record (container ledger, id @<source>): the alerts marks raised on one account in one write; source marks:<bodyDigest> (a mark message's pass) or mark:<markId>:<eventId> (a fill catching up with a mark stored while it was in flight), each with :#<16 hex> (a digest of the symbols it applies) when a later write of the same message on the same account needs a record of its own; marks:<bodyDigest>:<16 hex> and mark:<markId> were written by earlier versions",
             ["accountId", "source", "marks", "alerts", "createdAt"],
             {
                 "id": {
                     "type": "string",
-                    "pattern": "^@(marks:sha256:[0-9a-f]{64}(:[0-9a-f]{16})?|mark:.+)$",
+                    "pattern": "^@(marks:sha256:[0-9a-f]{64}(:#?[0-9a-f]{16})?|mark:.+)$",
                 },
                 "source": _STR,
                 "marks": {"type": "object", "additionalProperties": _TS},
@@ -266,6 +266,17 @@ def _documents() -> dict[str, dict[str, Any]]:
                     "type": "array",
                     "items": outbox_entry,
                 },
+            },
+        ),
+        "sent-marker.schema.json": _doc(
+            "sent-marker.schema.json",
+            "The alerts of a claimed record were sent (container ledger, id @sent:<recordId>, the record's partition): the done of a rejection that changed no account",
+            ["accountId", "recordId", "at"],
+            {
+                "id": {"type": "string", "pattern": "^@sent:"},
+                "accountId": _STR,
+                "recordId": _STR,
+                "at": _TS,
             },
         ),
         "stale-watch.schema.json": _doc(
@@ -329,6 +340,10 @@ def _documents() -> dict[str, dict[str, Any]]:
                 "type": {"const": "MARK_PASS"},
                 "schemaVersion": {"const": 1},
                 "bodyDigest": _DIGEST,
+                "retry": {
+                    "type": "boolean",
+                    "description": "handed on by a retry of the mark message: it may finish what the failed try left",
+                },
                 "accounts": {
                     "type": "array",
                     "items": {

@@ -54,6 +54,7 @@ from handlers.core.documents import (
     MarkDoc,
     MarkPass,
     Record,
+    SentMarker,
     StaleWatch,
 )
 from handlers.core.valuation import Valuation
@@ -208,7 +209,7 @@ class CosmosLedgerStore:
         rows = await translate(query, f"find records of {partition}")
         return {str(r) for r in rows}
 
-    async def create_record(self, record: Record) -> bool:
+    async def create_record(self, record: Record | SentMarker) -> bool:
         proxy = await self.container("ledger")
         body = record_to_document(record)
         try:

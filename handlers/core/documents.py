@@ -39,7 +39,9 @@ __all__ = [
     "Record",
     "RejectionRecord",
     "RevaluationRecord",
+    "SentMarker",
     "StaleWatch",
+    "sent_marker_id",
 ]
 
 ACCOUNT_ID = "@account"
@@ -104,6 +106,25 @@ class RevaluationRecord:
 
 
 Record = EventRecord | RejectionRecord | RevaluationRecord
+
+
+@dataclass(frozen=True)
+class SentMarker:
+    """The "done" of a claim (:func:`handlers.flows.outbox.claim`): the alerts of the record
+    ``record_id`` were sent (id ``@sent:<record_id>``, in the record's partition)."""
+
+    record_id: str
+    account_id: str
+    at: datetime
+
+    @property
+    def id(self) -> str:
+        return sent_marker_id(self.record_id)
+
+
+def sent_marker_id(record_id: str) -> str:
+    """The id of the marker that says a claimed record's alerts were sent."""
+    return f"@sent:{record_id}"
 
 
 # --- the outbox entry -----------------------------------------------------------------
@@ -192,6 +213,9 @@ class MarkDoc:
     timestamp: datetime
     updated_at: datetime
     etag: str | None = None
+    #: Read from documents of earlier versions only (the stale mark they alerted for);
+    #: the watch document (:class:`StaleWatch`) keeps it now.
+    stale_alerted: str | None = None
 
 
 @dataclass(frozen=True)

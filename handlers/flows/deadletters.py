@@ -59,7 +59,8 @@ async def dead_letter(
         Exception: the alerts queue failed (the entry stays; a retry sends it).
     """
 
-    async def attempt(_n: int) -> Outcome:
+    async def attempt(_n: int) -> tuple[Outcome, DeadLetter | None]:
+        """Create or count the deadletter; the letter whose pending alert to send next."""
         now = deps.clock()
         existing = await deps.store.read_deadletter(body.queue, letter_id)
         if existing is None:
@@ -84,22 +85,28 @@ async def dead_letter(
                 pending=(Entry(_ENTRY_KEY, letter_id, alerts, now),),
             )
             etag = await deps.store.write_deadletter(letter, None)  # 409 → the copy counts
-            await _send_and_clear(deps, replace(letter, etag=etag))
-            return Outcome("DEADLETTERED", ident.source_id, ident.account_id, alerts)
+            outcome = Outcome("DEADLETTERED", ident.source_id, ident.account_id, alerts)
+            return outcome, replace(letter, etag=etag)
         pending = next((e for e in existing.pending if e.key == _ENTRY_KEY), None)
-        if pending is not None and outbox.may_take_over(pending, retry, now):
-            await _send_and_clear(deps, existing)
-            return Outcome("DEADLETTERED", ident.source_id, ident.account_id, pending.alerts)
+        take_over = pending is not None and outbox.may_take_over(pending, retry, now)
         counted = replace(
             existing,
-            count=existing.count + 1,
+            count=existing.count + (0 if retry else 1),  # a retry was counted by its first try
             last_seen=now,
             last_error=last_error or existing.last_error,
         )
-        await deps.store.write_deadletter(counted, existing.etag)
-        return Outcome("DEADLETTERED", ident.source_id, ident.account_id)
+        if counted != existing:
+            counted = replace(
+                counted, etag=await deps.store.write_deadletter(counted, existing.etag)
+            )
+        alerts = pending.alerts if take_over and pending is not None else ()
+        outcome = Outcome("DEADLETTERED", ident.source_id, ident.account_id, alerts)
+        return outcome, counted if take_over else None
 
-    return await until_written(attempt, deps.sleep, f"deadletter {letter_id}")
+    outcome, to_send = await until_written(attempt, deps.sleep, f"deadletter {letter_id}")
+    if to_send is not None:
+        await _send_and_clear(deps, to_send)
+    return outcome
 
 
 async def _send_and_clear(deps: Deps, letter: DeadLetter) -> None:

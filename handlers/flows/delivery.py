@@ -47,6 +47,8 @@ class Delivery:
     queue: str
     dequeue_count: int = 1
     poison: bool = False
+    #: A fan-out unit handed on by a retry (or the poison path) of its mark message.
+    redelivered: bool = False
     digest: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -55,7 +57,7 @@ class Delivery:
     @property
     def retry(self) -> bool:
         """Whether invocations of this message failed before (it may finish their work)."""
-        return self.poison or self.dequeue_count > 1
+        return self.poison or self.redelivered or self.dequeue_count > 1
 
     def decode(self) -> tuple[DecodedBody | None, BodyError | None]:
         """The body as a JSON object, or why it is not one."""

@@ -16,7 +16,7 @@ import asyncio
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from handlers.core.contracts import Alert
@@ -66,13 +66,18 @@ class Holding:
 
 @dataclass(frozen=True)
 class Unit:
-    """A fan-out unit: the accounts of one mark pass a unit invocation visits."""
+    """A fan-out unit: the accounts of one mark pass a unit invocation visits; ``retry``
+    when a retry (or the poison path) of the mark message handed it on, so that it may
+    finish what the failed try left on them."""
 
     body_digest: str
     holdings: tuple[Holding, ...]
+    retry: bool = False
 
 
-def unit_texts(body_digest: str, holdings: Sequence[Holding], batch: int) -> list[str]:
+def unit_texts(
+    body_digest: str, holdings: Sequence[Holding], batch: int, retry: bool = False
+) -> list[str]:
     """The fan-out messages for ``holdings``: at most ``batch`` accounts and about
     :data:`UNIT_BYTES` of JSON each."""
     texts: list[str] = []
@@ -81,13 +86,11 @@ def unit_texts(body_digest: str, holdings: Sequence[Holding], batch: int) -> lis
 
     def flush() -> None:
         if rows:
-            unit = {
-                "type": UNIT_TYPE,
-                "schemaVersion": 1,
-                "bodyDigest": body_digest,
-                "accounts": rows,
-            }
-            texts.append(json.dumps(unit, separators=(",", ":")))
+            unit: dict[str, Any] = {"type": UNIT_TYPE, "schemaVersion": 1}
+            unit["bodyDigest"] = body_digest
+            if retry:
+                unit["retry"] = True
+            texts.append(json.dumps({**unit, "accounts": rows}, separators=(",", ":")))
 
     for holding in holdings:
         row = [holding.account_id, dict(holding.etags)]
@@ -110,8 +113,10 @@ def parse_unit(obj: Mapping[str, Any]) -> Unit:
     digest = obj.get("bodyDigest")
     rows = obj.get("accounts")
     version = obj.get("schemaVersion")
+    retry = obj.get("retry", False)
     if (
         obj.get("type") != UNIT_TYPE
+        or not isinstance(retry, bool)
         or not (isinstance(version, JsonNumber) and version.text == "1")
         or not isinstance(digest, str)
         or not _DIGEST_RE.fullmatch(digest)
@@ -129,7 +134,7 @@ def parse_unit(obj: Mapping[str, Any]) -> Unit:
         ):
             raise BodyError("SCHEMA_INVALID", "a unit account must be [accountId, {symbol: etag}]")
         holdings.append(Holding(row[0], dict(row[1])))
-    return Unit(digest, tuple(holdings))
+    return Unit(digest, tuple(holdings), retry)
 
 
 async def visit_accounts(
@@ -187,6 +192,7 @@ async def handle_unit(deps: Deps, delivery: Delivery, unit: Unit) -> Outcome:
         StaleAccountState, TransientStoreError, UnreadableDocument: retry by the host.
         Exception: the alerts queue failed.
     """
+    delivery = replace(delivery, redelivered=delivery.redelivered or unit.retry)
     mark_pass = await deps.store.read_pass(unit.body_digest)
     if mark_pass is None:
         return Outcome("IGNORED", unit.body_digest, detail="its pass document is gone")

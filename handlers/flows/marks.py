@@ -174,7 +174,7 @@ async def apply_marks(deps: Deps, marks: Sequence[PassMark], delivery: Delivery)
     handed = ""
     if rest:  # stored before the units go out: a unit reads the pass
         await deps.store.save_pass(mark_pass)
-        texts = unit_texts(delivery.digest, rest, batch)
+        texts = unit_texts(delivery.digest, rest, batch, delivery.retry)
         await deps.fanout.send_texts(texts)
         handed = f"; {len(rest)} handed on in {len(texts)} unit(s)"
     written, sent = await visit_accounts(deps, mark_pass, here, delivery, delivery.queue)

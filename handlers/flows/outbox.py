@@ -19,12 +19,13 @@ The record's existence means "done" (it is written last). An entry without a rec
   is gone): the sweep adopts it (:func:`settle`).
 
 Nothing here depends on what a process remembers: an entry is pruned only when a sweep has
-seen its record, and a sweep runs when a document carries :data:`SWEEP_AT` entries, with
-ONE query for all of them. ``docs/exactly-once.md`` draws the states and the crash points.
+seen its record, and a sweep runs when a write finds :data:`SWEEP_AT` entries on the
+document, with ONE query for all of them. ``docs/exactly-once.md`` draws the states and the crash points.
 
 Bodies with no document to change (stateless rejections) use :func:`claim`: the record is
-created first; its creator sends; a retry that finds it re-sends its alerts (it cannot
-know whether the creator got to), a first delivery that finds it sends nothing.
+created first, its creator sends, then marks the alerts sent (``@sent:<record id>``); a
+retry that finds the record unmarked sends them again and marks them, a first delivery
+that finds it sends nothing.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from handlers.core.contracts import Alert
-from handlers.core.documents import Entry, MarkDoc, Record
+from handlers.core.documents import Entry, MarkDoc, Record, SentMarker, sent_marker_id
 from handlers.flows.conflicts import until_written
 from handlers.flows.delivery import Delivery
 from handlers.flows.deps import Deps
@@ -48,6 +49,7 @@ __all__ = [
     "Completed",
     "claim",
     "complete",
+    "complete_claim",
     "complete_source",
     "finish",
     "finish_unrecorded",
@@ -61,7 +63,8 @@ logger = logging.getLogger(__name__)
 #: host renews it while an invocation runs, and a mark's work per invocation is bounded
 #: well within it). Older entries whose record is missing are adopted by a sweep.
 LEASE = timedelta(minutes=10)
-#: A write that would leave this many entries on a document first sweeps them (one query).
+#: A write that finds this many entries (or more) on a document first sweeps them (one
+#: query), so a document carries at most this many plus the one it adds.
 SWEEP_AT = 8
 
 
@@ -182,8 +185,9 @@ async def settle(
 
 @dataclass(frozen=True)
 class Claimed:
-    """What :func:`claim` did: ``NEW`` (created the record and sent), ``SEEN`` (a first
-    delivery found it: nothing sent) or ``RESENT`` (a retry found it: its alerts again)."""
+    """What a claim did: ``NEW`` (created the record and sent), ``SEEN`` (found it sent, or
+    a first delivery found it: nothing sent) or ``RESENT`` (a retry found it unsent and
+    sent its alerts)."""
 
     state: Literal["NEW", "SEEN", "RESENT"]
     alerts: tuple[Alert, ...] = ()
@@ -191,17 +195,44 @@ class Claimed:
 
 async def claim(deps: Deps, record: Record, delivery: Delivery) -> Claimed:
     """An effect with no document to change: create ``record`` first (the claim), send its
-    alerts when this call created it.
+    alerts, then mark them sent (``@sent:<record id>``, the claim's "done"). A first
+    delivery that finds the record sends nothing (its creator is in flight); a retry
+    completes it (:func:`complete_claim`).
 
     Raises:
         TransientStoreError, UnreadableDocument: the store failed.
-        Exception: the alerts queue failed (a retry re-sends).
+        Exception: the alerts queue failed (a retry sends them).
     """
     if await deps.store.create_record(record):
-        await deps.sink.send(record.alerts)
+        await _send_claimed(deps, record)
         return Claimed("NEW", record.alerts)
     if not delivery.retry:
         return Claimed("SEEN")
-    existing = await deps.store.read_record(record.account_id, record.id) or record
-    await deps.sink.send(existing.alerts)
-    return Claimed("RESENT", existing.alerts)
+    return await complete_claim(deps, record.account_id, record.id) or Claimed("SEEN")
+
+
+async def complete_claim(deps: Deps, partition: str, record_id: str) -> Claimed | None:
+    """A retry (or the poison path) meets a claimed record: None when there is none; else
+    ``SEEN`` when its alerts were marked sent, or ``RESENT`` after sending them (with the
+    same ids: its creator may have died between the record and the send) and marking.
+
+    Raises:
+        TransientStoreError, UnreadableDocument: the store failed.
+        Exception: the alerts queue failed.
+    """
+    marker = sent_marker_id(record_id)
+    found = await deps.store.existing_records(partition, [record_id, marker])
+    if record_id not in found:
+        return None
+    if marker in found:
+        return Claimed("SEEN")
+    record = await deps.store.read_record(partition, record_id)
+    if record is None:  # pragma: no cover - records are never deleted
+        return None
+    await _send_claimed(deps, record)
+    return Claimed("RESENT", record.alerts)
+
+
+async def _send_claimed(deps: Deps, record: Record) -> None:
+    await deps.sink.send(record.alerts)
+    await deps.store.create_record(SentMarker(record.id, record.account_id, deps.clock()))

@@ -23,6 +23,7 @@ from handlers.core.contracts import MarkEntry, validate_inbound
 from handlers.core.decode import DecodedBody
 from handlers.core.documents import UNATTRIBUTED
 from handlers.errors import UnreadableDocument
+from handlers.flows import outbox
 from handlers.flows.deadletters import BodyRef, dead_letter
 from handlers.flows.delivery import Delivery, identity, raw_text
 from handlers.flows.deps import Deps, Outcome
@@ -48,23 +49,23 @@ async def process_poison(
     """
     delivery = Delivery(raw, source_queue, dequeue_count, poison=True)
     settings = deps.settings
-    if source_queue == settings.marks_fanout_queue:
-        unit = read_unit(delivery)
-        if not isinstance(unit, Exception):
-            return [await handle_unit(deps, delivery, unit)]
-        return [await _unreadable(deps, delivery, None)]
     decoded, _error = delivery.decode()
-    if source_queue == settings.marks_queue:
-        if decoded is not None and _readable_marks(deps, decoded):
-            return await handle_marks(deps, delivery)
-        return [await _unreadable(deps, delivery, decoded)]
     try:
+        if source_queue == settings.marks_fanout_queue:
+            unit = read_unit(delivery)
+            if not isinstance(unit, Exception):
+                return [await handle_unit(deps, delivery, unit)]
+            return [await _unreadable(deps, delivery, decoded)]
+        if source_queue == settings.marks_queue:
+            if decoded is not None and _readable_marks(deps, decoded):
+                return await handle_marks(deps, delivery)
+            return [await _unreadable(deps, delivery, decoded)]
         done = await _trade_done(deps, delivery, decoded)
-    except UnreadableDocument as exc:
+    except UnreadableDocument as exc:  # a stored document it needs cannot be read
         logger.warning(
-            "poisoned body %s: cannot tell whether it was applied: %s", delivery.digest, exc
+            "poisoned body %s: a stored document is unreadable: %s", delivery.digest, exc
         )
-        done = None
+        return [await _dead_letter(deps, delivery, decoded, f"UnreadableDocument: {exc}")]
     return [done or await _dead_letter(deps, delivery, decoded)]
 
 
@@ -86,32 +87,35 @@ async def _trade_done(
     deps: Deps, delivery: Delivery, decoded: DecodedBody | None
 ) -> Outcome | None:
     """Whether a poisoned trades body was in fact applied or rejected (then complete it)."""
-    if decoded is None:
-        return await _rejected(deps, delivery, None)
-    obj = decoded.obj
-    ident = identity(obj, delivery.digest)
-    if obj.get("type") not in ("FILL", "TRANSFER") or not ident.account_id:
-        return await _rejected(deps, delivery, decoded)
-    if ident.source_id == delivery.digest:
-        return await _rejected(deps, delivery, decoded)
-    account = await deps.store.read_account(ident.account_id)
-    if account is not None and ident.source_id in account.recent_ids:
-        return await complete_duplicate(deps, account, ident.source_id, delivery)
-    found = await deps.store.existing_records(
-        ident.account_id, [ident.source_id, f"rejection:{ident.source_id}"]
-    )
-    if found:
-        return Outcome("DUPLICATE", ident.source_id, ident.account_id, detail="record exists")
-    return None
+    ident = identity(decoded.obj if decoded else None, delivery.digest)
+    account_id = ident.account_id
+    if (
+        decoded is not None
+        and decoded.obj.get("type") in ("FILL", "TRANSFER")
+        and account_id
+        and ident.source_id != delivery.digest
+    ):
+        account = await deps.store.read_account(account_id)
+        if account is not None and ident.source_id in account.recent_ids:
+            return await complete_duplicate(deps, account, ident.source_id, delivery)
+        if await deps.store.existing_records(account_id, [ident.source_id]):
+            return Outcome("DUPLICATE", ident.source_id, account_id, detail="record exists")
+    return await _rejected(deps, delivery, decoded)
 
 
 async def _rejected(deps: Deps, delivery: Delivery, decoded: DecodedBody | None) -> Outcome | None:
-    """A DUPLICATE outcome when the body's rejection record exists."""
+    """The body's rejection, completed as a retry completes a claim (its alert sent again
+    unless it was marked sent); None when it was never rejected."""
     ident = identity(decoded.obj if decoded else None, delivery.digest)
     partition = ident.account_id or UNATTRIBUTED
-    if await deps.store.existing_records(partition, [f"rejection:{ident.source_id}"]):
+    claimed = await outbox.complete_claim(deps, partition, f"rejection:{ident.source_id}")
+    if claimed is None:
+        return None
+    if claimed.state == "SEEN":
         return Outcome("DUPLICATE", ident.source_id, ident.account_id, detail="rejection exists")
-    return None
+    return Outcome(
+        "DUPLICATE", ident.source_id, ident.account_id, claimed.alerts, "rejection alert re-sent"
+    )
 
 
 async def _unreadable(deps: Deps, delivery: Delivery, decoded: DecodedBody | None) -> Outcome:
@@ -119,9 +123,11 @@ async def _unreadable(deps: Deps, delivery: Delivery, decoded: DecodedBody | Non
     return await _rejected(deps, delivery, decoded) or await _dead_letter(deps, delivery, decoded)
 
 
-async def _dead_letter(deps: Deps, delivery: Delivery, decoded: DecodedBody | None) -> Outcome:
+async def _dead_letter(
+    deps: Deps, delivery: Delivery, decoded: DecodedBody | None, error: str | None = None
+) -> Outcome:
     ident = identity(decoded.obj if decoded else None, delivery.digest)
-    last_error = await deps.store.read_failure(delivery.queue, delivery.digest)
+    last_error = error or await deps.store.read_failure(delivery.queue, delivery.digest)
     body = BodyRef(delivery.digest, raw_text(delivery.raw), delivery.queue)
     message = f"gave up on a message of {delivery.queue}"
     retry = delivery.dequeue_count > 1

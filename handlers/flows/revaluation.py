@@ -9,6 +9,7 @@ once; a later visit under the same key (a retry, a copy) completes that entry.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -49,6 +50,26 @@ class Revalued:
     alerts: tuple[Alert, ...]
     holds: bool
     wrote: bool
+
+
+async def _write_key(
+    deps: Deps, account_id: str, visit: Visit, wrote_before: bool, fresh: Sequence[PassMark]
+) -> str:
+    """The entry key of this write: the visit's key, unless an earlier write of the same
+    message used it on this account (its entry is here, or — on a retry — its record
+    exists); then ``<key>:#<16 hex>`` of the symbols this write applies, so that the
+    second write has a record of its own (a retry computes the same key).
+
+    Raises:
+        TransientStoreError: the store is unavailable.
+    """
+    used = wrote_before
+    if not used and visit.delivery.retry:
+        used = bool(await deps.store.existing_records(account_id, [f"@{visit.key}"]))
+    if not used:
+        return visit.key
+    symbols = ",".join(sorted({m.symbol for m in fresh}))
+    return f"{visit.key}:#{hashlib.sha256(symbols.encode()).hexdigest()[:16]}"
 
 
 def _fresh(account: AccountDoc, marks: Sequence[PassMark]) -> list[PassMark]:
@@ -111,12 +132,13 @@ async def _visit_once(deps: Deps, account_id: str, visit: Visit, cached: bool) -
     symbols = {m.symbol for m in visit.marks}
     holds = any(p.is_open and p.symbol in symbols for p in account.ledger.positions)
     done: tuple[Alert, ...] = ()
-    own = account.entry(visit.key)
-    if own is not None:
-        done = (await outbox.complete(deps, account_id, own, visit.delivery)).alerts
+    own = [e for e in account.pending if e.key.split(":#")[0] == visit.key]
+    for left in own:
+        done += (await outbox.complete(deps, account_id, left, visit.delivery)).alerts
     fresh = _fresh(account, visit.marks)
     if not fresh:
         return Revalued(done, holds, False)
+    key = await _write_key(deps, account_id, visit, bool(own), fresh)
     drop = await outbox.settle(deps, account_id, account.pending)
     ledger = account.ledger
     now = deps.clock()
@@ -129,16 +151,16 @@ async def _visit_once(deps: Deps, account_id: str, visit: Visit, cached: bool) -
         raised += alerts_for(risk_alerts(ledger, after), ident, now)
         ledger = settle_risk_states(moved, after)
     new = replace(account.without(drop), ledger=ledger, version=account.version + 1, updated_at=now)
-    entry = None
+    entry: Entry | None = None
     if raised:  # an entry (and a record) only when the write raises alerts
         record = RevaluationRecord(
-            source=visit.key,
+            source=key,
             account_id=account_id,
             marks={m.symbol: m.timestamp for m in fresh},
             alerts=tuple(raised),
             created_at=now,
         )
-        entry = Entry(visit.key, visit.source, record.alerts, now, record)
+        entry = Entry(key, visit.source, record.alerts, now, record)
         new = new.with_entry(entry)
     await deps.store.write_account(new, value(ledger, deps.catalog, ratio), account.etag)
     if entry is not None:

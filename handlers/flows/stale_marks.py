@@ -51,12 +51,14 @@ async def check_stale_marks(deps: Deps) -> list[Outcome]:
             await _send_and_clear(deps, watch)
             alerts = tuple(a for e in watch.pending for a in e.alerts)
             outcomes.append(Outcome("APPLIED", watch.alerted, alerts=alerts, detail="stale mark"))
+            watch = await deps.store.read_watch(symbol)  # as cleared (its new ETag)
         mark = await read_mark(deps, symbol)
         stamp = mark.timestamp if mark is not None else None
         if stamp is not None and now - stamp <= limit:
             continue
         source = mark.mark_id if mark is not None else f"{symbol}@none"
-        if watch is not None and watch.alerted == source:
+        alerted = watch.alerted if watch else (mark.stale_alerted if mark else None)
+        if alerted == source:  # (a mark document of an earlier version names it itself)
             continue
         if not await deps.store.list_holders(symbol):
             continue

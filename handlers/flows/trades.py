@@ -21,7 +21,7 @@ from handlers.core.alerts import fill_alerts, risk_alerts
 from handlers.core.contracts import Fill, Transfer, validate_inbound
 from handlers.core.decimals import format_decimal
 from handlers.core.documents import AccountDoc, Entry, EventRecord, MarkDoc, PassMark
-from handlers.core.state import Rejected, apply_fill, apply_transfer
+from handlers.core.state import Ledger, Rejected, apply_fill, apply_mark, apply_transfer
 from handlers.core.validation import check_fill
 from handlers.core.valuation import Valuation, settle_risk_states, value
 from handlers.flows import outbox
@@ -205,6 +205,21 @@ async def _mark_for_fill(
     return max(known, key=lambda pair: pair[1]) if known else None
 
 
+async def _at_stored_marks(deps: Deps, ledger: Ledger) -> Ledger:
+    """``ledger`` valued at the stored mark of each symbol it holds where that is newer
+    than the position's own (a mark whose pass has not reached the account yet). For a
+    decision only: the positions stored keep their marks, and the pass moves them.
+
+    Raises:
+        TransientStoreError, UnreadableDocument: the store failed.
+    """
+    for symbol in sorted({p.symbol for p in ledger.positions if p.is_open}):
+        stored = await read_mark(deps, symbol)
+        if stored is not None:
+            ledger = apply_mark(ledger, symbol, stored.price, stored.timestamp)
+    return ledger
+
+
 async def _decide(
     deps: Deps, event: Fill | Transfer, account: AccountDoc, delivery: Delivery
 ) -> _Decision:
@@ -223,7 +238,10 @@ async def _decide(
             price = mark[0] if mark else None
             specs = fill_alerts(event, instrument, price, after, deps.thresholds)
         else:
-            wallet = value(account.ledger, catalog, ratio).wallets.get(event.asset)
+            judged = account.ledger
+            if event.reason == "WITHDRAWAL":  # money leaves: judge at the latest stored marks
+                judged = await _at_stored_marks(deps, account.ledger)
+            wallet = value(judged, catalog, ratio).wallets.get(event.asset)
             available = wallet.available_balance if wallet else None
             ledger = apply_transfer(account.ledger, event, available)
             after = value(ledger, catalog, ratio)

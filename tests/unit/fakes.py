@@ -33,6 +33,7 @@ from handlers.core.documents import (
     MarkDoc,
     MarkPass,
     Record,
+    SentMarker,
     StaleWatch,
 )
 from handlers.core.valuation import Valuation
@@ -149,7 +150,7 @@ class FakeStore:
         self.record_queries += 1
         return {r for r in record_ids if (partition, r) in self.records}
 
-    async def create_record(self, record: Record) -> bool:
+    async def create_record(self, record: Record | SentMarker) -> bool:
         if self.fail_record_creates > 0:
             self.fail_record_creates -= 1
             raise StoreDown("record write failed (injected)")

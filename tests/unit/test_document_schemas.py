@@ -57,6 +57,7 @@ def test_every_written_document_matches_its_schema(
 
     kinds = {"trade": "trade-record", "transfer": "transfer-record"}
     kinds |= {"rejection": "rejection-record", "revaluation": "revaluation-record"}
+    kinds |= {"sentMarker": "sent-marker"}
     seen = set()
     for doc in store.accounts.values():
         valid("account.schema.json", doc)

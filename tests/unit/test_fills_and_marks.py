@@ -322,3 +322,25 @@ def test_a_large_exponent_mark_keeps_fills_working(deps: Deps, store: FakeStore)
     assert outcome.kind == "APPLIED"
     funded(deps)
     assert trade(deps, load_event("fill_btcusdt_long")).kind == "APPLIED"  # actual: raises
+
+
+def test_a_withdrawal_during_a_pass_decides_at_the_stored_mark(
+    deps: Deps, store: FakeStore, sink: FakeSink
+) -> None:
+    """The 50000 mark is stored and its pass has not reached the account yet: a withdrawal
+    that would leave nothing available at 50000 is refused, though the position still
+    carries 60000 (money leaves only on the latest stored marks)."""
+    marks(deps, mark_at("60000", "2024-10-01T12:00:00Z"))
+    open_btc(deps)  # 1000 USDT, long 0.1 at 60000: 400 available at 60000, none at 50000
+    withdraw = event("transfer_withdrawal", amount="-300")
+    got: list[str] = []
+
+    async def during(listings: list[str]) -> None:
+        if not got:
+            got.append((await flows.process_trade_message(as_body(withdraw), deps)).kind)
+
+    interleave(store, during)
+    marks(deps, mark_at("50000"))
+    assert got == ["REJECTED"]
+    assert sink.of_type("TRADE_REJECTED")[0].reasons[0].code == "INSUFFICIENT_AVAILABLE_BALANCE"
+    assert store.account(ACCT)["wallets"]["USDT"]["walletBalance"] == "1000"

@@ -297,3 +297,84 @@ def test_a_retry_of_a_mark_whose_units_went_out_sends_nothing_twice(
     assert sorted(a.accountId for a in sink.sent) == holders_of(7)
     assert run(store.read_pass(next(iter(store.passes)))) is not None
     settled(store, sink)
+
+
+def test_a_retry_hands_on_units_that_finish_what_the_failed_try_left(
+    store: FakeStore, sink: FakeSink, clock: FakeClock
+) -> None:
+    """The first try re-values acct-001 and acct-002 itself and dies right after acct-002's
+    write. A new holder (acct-000) opens meanwhile, so the retry's listing hands acct-002 to
+    a unit: that unit is the retry's, and finishes the young entry the failed try left."""
+    setup = make_deps(store, sink, clock)
+    marks(setup, mark_at("60000", "2024-10-01T12:00:00Z"))
+    opened(setup, ["acct-001", "acct-002", "acct-003"])
+    raw = as_body(mark_at("50000"))
+    first, second = FakeFanout(), FakeFanout()
+    kill_after(store, 2)
+    with pytest.raises(Killed):
+        marks(make_deps(store, sink, clock, first, MARKS_FANOUT_BATCH="2"), raw)
+    revive(store)
+    opened(setup, ["acct-000"])  # decides at the stored mark: no alert of the mark's
+    retry = make_deps(store, sink, clock, second, MARKS_FANOUT_BATCH="2")
+    marks(retry, raw, dequeue_count=2)
+    for unit in units(first) + units(second):
+        process_mark_fanout(unit, make_deps(store, sink, clock))
+    by_mark = sorted(a.accountId or "" for a in sink.of_type("LIQUIDATION_RISK"))
+    assert "acct-002" in by_mark
+    settled(store, sink)
+
+
+def test_a_second_write_of_one_message_on_an_account_keeps_its_own_alerts(
+    store: FakeStore, sink: FakeSink, clock: FakeClock
+) -> None:
+    """The first try of a BTC+ETH MARKS commits acct-0001's BTC write (MARGIN_CALL) and
+    dies. The account then opens ETH at an older copy of its mark and dies before its
+    catch-up. The retry finishes the BTC entry and writes ETH under a key of its own
+    (``marks:<digest>:#<hex>``) — and dies before sending. A later delivery finishes that
+    one too: LIQUIDATION_RISK is sent, not lost behind the first entry's record."""
+    from handlers.flows.stored_marks import read_mark
+
+    p0 = make_deps(store, sink, clock)
+    marks(p0, event("marks_batch", marks=[
+        {"symbol": "BTCUSDT", "markPrice": "60000", "timestamp": "2024-10-01T12:00:00Z"},
+        {"symbol": "ETHUSDT", "markPrice": "3000", "timestamp": "2024-10-01T12:00:00Z"},
+    ]))  # fmt: skip
+    open_btc(p0, "acct-0001")
+    copying = make_deps(store, sink, clock, MARK_CACHE_SECONDS="60")
+    run(read_mark(copying, "ETHUSDT"))  # its copy of ETHUSDT: 3000 at 12:00
+    raw = as_body(event("marks_batch", marks=[
+        {"symbol": "BTCUSDT", "markPrice": "50250", "timestamp": "2024-10-01T12:30:00Z"},
+        {"symbol": "ETHUSDT", "markPrice": "2500", "timestamp": "2024-10-01T12:30:00Z"},
+    ]))  # fmt: skip
+    kill_after(store, 1)
+    with pytest.raises(Killed):
+        marks(make_deps(store, sink, clock), raw)
+    revive(store)
+
+    def no_catch_up(document: Any, _etag: Any) -> None:
+        if any(e["eventId"].startswith("mark:") for e in document["pending"]):
+            raise Killed("died before the catch-up's write")
+
+    store.before_account_write = no_catch_up
+    eth = event(
+        "fill_ethusdt_short",
+        side="BUY",
+        quantity="0.01",
+        price="3000",
+        leverage=10,
+        marginMode="CROSS",
+        tradeId="T-ETH-X",
+    )
+    with pytest.raises(Killed):
+        trade(copying, eth)
+    store.before_account_write = None
+    kill_after(store, 1)
+    with pytest.raises(Killed):
+        marks(make_deps(store, sink, clock), raw, dequeue_count=2)
+    revive(store)
+    keys = [e["eventId"] for e in store.account("acct-0001")["pending"]]
+    assert len([k for k in keys if k.startswith("marks:")]) == 2, keys
+    marks(make_deps(store, sink, clock), raw, dequeue_count=3)
+    assert store.account("acct-0001")["riskState"] == "LIQUIDATION"
+    assert len(sink.of_type("LIQUIDATION_RISK")) == 1
+    settled(store, sink)

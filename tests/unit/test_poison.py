@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from handlers.core.alerts import alert_id
+from handlers.errors import UnreadableDocument
 from handlers.flows import Deps, note_failure
 from tests.aio import process_poison, run
 from tests.events import as_body, load_event
@@ -16,6 +17,9 @@ from tests.unit.flowkit import (
     digest,
     event,
     funded,
+    make_deps,
+    mark_at,
+    marks,
     trade,
 )
 
@@ -132,3 +136,38 @@ def test_poison_of_an_unattributable_body_uses_the_digest(deps: Deps, store: Fak
     raw = as_body(event("fill_btcusdt_long", accountId="no spaces allowed"))
     outcome = process_poison(raw, deps, "trades")
     assert (outcome.source_id, outcome.account_id) == (digest(raw), None)
+
+
+def test_a_rejection_whose_alert_failed_every_try_is_alerted_by_the_poison_path(
+    store: FakeStore, sink: FakeSink, clock: FakeClock
+) -> None:
+    """The rejection record (the claim) exists from the first try, but the alerts queue was
+    down for every try: the poison path finds it unmarked and sends the alert, once."""
+    body = as_body(event("fill_btcusdt_long", price="60000.05"))  # PRICE_TICK
+    sink.fail_sends = 5
+    for n in range(1, 6):
+        with pytest.raises(SinkDown):
+            trade(make_deps(store, sink, clock), body, dequeue_count=n)
+    outcome = process_poison(body, make_deps(store, sink, clock), "trades")
+    assert (outcome.kind, outcome.detail) == ("DUPLICATE", "rejection alert re-sent")
+    assert [a.type for a in sink.sent] == ["TRADE_REJECTED"]
+    assert store.deadletters == {}
+    again = process_poison(body, make_deps(store, sink, clock), "trades")
+    assert (again.kind, again.detail) == ("DUPLICATE", "rejection exists")
+    assert len(sink.sent) == 1
+
+
+def test_a_poisoned_mark_that_meets_an_unreadable_stored_mark_is_dead_lettered(
+    deps: Deps, store: FakeStore, sink: FakeSink
+) -> None:
+    marks(deps, mark_at("60000", "2024-10-01T12:00:00Z"))
+    store.marks["BTCUSDT"]["timestamp"] = "yesterday"  # a stored document it cannot read
+    raw = as_body(mark_at("61000"))
+    with pytest.raises(UnreadableDocument):
+        marks(deps, raw)
+    outcome = process_poison(raw, deps, "marks")
+    assert outcome.kind == "DEADLETTERED"
+    letter = store.deadletters[("marks", digest(raw))]
+    assert letter["lastError"].startswith("UnreadableDocument")
+    assert [a.type for a in sink.sent] == ["POISON_MESSAGE"]
+    assert store.marks["BTCUSDT"]["timestamp"] == "yesterday"  # never overwritten

@@ -54,6 +54,7 @@ def mark_from_document(doc: Mapping[str, Any]) -> MarkDoc:
             timestamp=ts(doc["timestamp"], f"mark of {symbol}"),
             updated_at=ts(doc.get("updatedAt", doc["timestamp"]), f"mark of {symbol}"),
             etag=doc.get("_etag"),
+            stale_alerted=None if doc.get("staleAlerted") is None else str(doc["staleAlerted"]),
         )
 
 

@@ -20,6 +20,7 @@ from handlers.core.documents import (
     Record,
     RejectionRecord,
     RevaluationRecord,
+    SentMarker,
 )
 from handlers.errors import UnreadableDocument
 
@@ -32,8 +33,15 @@ __all__ = [
 ]
 
 
-def record_to_document(record: Record) -> dict[str, Any]:
-    """The JSON document of a record."""
+def record_to_document(record: Record | SentMarker) -> dict[str, Any]:
+    """The JSON document of a record (or of a claim's sent marker)."""
+    if isinstance(record, SentMarker):
+        at = format_timestamp(record.at)
+        return {
+            **header(record.id, "sentMarker", accountId=record.account_id),
+            "recordId": record.record_id,
+            "at": at,
+        }
     common = {
         "alerts": alerts_json(record.alerts),
         "createdAt": format_timestamp(record.created_at),
