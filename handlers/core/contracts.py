@@ -1,4 +1,5 @@
-"""Wire models of the contract: FILL, TRANSFER, MARK, MARKS in; Alert out.
+"""Wire models of the contract: FILL, TRANSFER, MARK, MARKS in; Alert out (their field
+types: :mod:`handlers.core.fields`).
 
 Inputs are validated from the Python objects :func:`handlers.core.decode.decode_body`
 produces (numbers as :class:`JsonNumber`, so decimals keep their exact text). Every model
@@ -9,24 +10,37 @@ Functions host) are dropped before validation by :func:`validate_inbound`.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal, TypeAlias
+from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
-    PlainSerializer,
-    PlainValidator,
     Strict,
     TypeAdapter,
     ValidationError,
-    WithJsonSchema,
 )
 
-from handlers.core.decimals import DECIMAL_PATTERN, format_decimal, parse_decimal
-from handlers.core.decode import JsonNumber
+from handlers.core.decimals import DECIMAL_PATTERN
+from handlers.core.fields import (
+    ID_PATTERN,
+    SYMBOL_PATTERN,
+    Flag,
+    Id,
+    Leverage,
+    NonNegativeDecimal,
+    NonZeroDecimal,
+    PositiveDecimal,
+    SchemaVersion,
+    Text,
+    Timestamp,
+    WireModel,
+    checked_id,
+    decimal_check,
+    format_timestamp,
+    integer_check,
+    is_well_formed_id,
+    parse_timestamp,
+)
 
 __all__ = [
     "ID_PATTERN",
@@ -48,174 +62,6 @@ __all__ = [
     "parse_timestamp",
     "validate_inbound",
 ]
-
-ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
-SYMBOL_PATTERN = r"^[A-Za-z0-9._-]{1,32}$"
-TIMESTAMP_PATTERN = (
-    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$"
-)
-_ID_RE = re.compile(ID_PATTERN)
-_SYMBOL_RE = re.compile(SYMBOL_PATTERN)
-_TS_RE = re.compile(TIMESTAMP_PATTERN)
-_RESERVED_PREFIXES = ("rejection:", "sha256:")
-
-
-# --- field types -----------------------------------------------------------------------
-
-
-def is_well_formed_id(value: object) -> bool:
-    """True when ``value`` is an id string the contract accepts."""
-    return (
-        isinstance(value, str)
-        and _ID_RE.fullmatch(value) is not None
-        and not value.startswith(_RESERVED_PREFIXES)
-    )
-
-
-def _id(value: object) -> str:
-    if not isinstance(value, str):
-        raise ValueError("an id must be a string")
-    if not is_well_formed_id(value):
-        raise ValueError(
-            "an id is 1-64 chars of [A-Za-z0-9._:-], not beginning with rejection: or sha256:"
-        )
-    return value
-
-
-def _decimal_text(value: object) -> str:
-    if isinstance(value, JsonNumber):
-        return value.text
-    if isinstance(value, str):
-        return value
-    if isinstance(value, Decimal) and value.is_finite():
-        return format(value, "f")
-    raise ValueError("a decimal must be a string or a JSON number")
-
-
-def _decimal(check: str) -> Any:
-    def validate(value: object) -> Decimal:
-        number = parse_decimal(_decimal_text(value))
-        if check == "positive" and not number > 0:
-            raise ValueError("must be greater than 0")
-        if check == "non_negative" and number < 0:
-            raise ValueError("must be at least 0")
-        if check == "non_zero" and number == 0:
-            raise ValueError("must not be 0")
-        return number
-
-    return validate
-
-
-_DECIMAL_SCHEMA = WithJsonSchema(
-    {
-        "anyOf": [
-            {"type": "string", "pattern": DECIMAL_PATTERN},
-            {"type": "number"},
-        ],
-        "description": "decimal: a string or a JSON number, parsed exactly",
-    },
-    mode="validation",
-)
-_DECIMAL_OUT = PlainSerializer(format_decimal, return_type=str, when_used="always")
-
-
-def _decimal_type(check: str) -> Any:
-    return Annotated[
-        Decimal,
-        PlainValidator(_decimal(check)),
-        _DECIMAL_SCHEMA,
-        WithJsonSchema({"type": "string", "pattern": DECIMAL_PATTERN}, mode="serialization"),
-        _DECIMAL_OUT,
-    ]
-
-
-PositiveDecimal: TypeAlias = _decimal_type("positive")  # type: ignore[valid-type]
-NonNegativeDecimal: TypeAlias = _decimal_type("non_negative")  # type: ignore[valid-type]
-NonZeroDecimal: TypeAlias = _decimal_type("non_zero")  # type: ignore[valid-type]
-
-
-def _integer(low: int, high: int) -> Any:
-    def validate(value: object) -> int:
-        if isinstance(value, JsonNumber):
-            if not value.is_integer or len(value.text) > 8:
-                raise ValueError("must be a JSON integer")
-            number = int(value.text)
-        elif isinstance(value, int) and not isinstance(value, bool):
-            number = value
-        else:
-            raise ValueError("must be a JSON integer")
-        if not low <= number <= high:
-            raise ValueError(f"must be between {low} and {high}")
-        return number
-
-    return validate
-
-
-def parse_timestamp(value: object) -> datetime:
-    """Parse an RFC 3339 timestamp to an aware UTC datetime truncated to milliseconds.
-
-    Raises:
-        ValueError: not a string, not the contract's form, or not a real date/time.
-    """
-    if isinstance(value, datetime) and value.tzinfo is not None:
-        parsed = value
-    else:
-        text = value if isinstance(value, str) else ""
-        match = _TS_RE.fullmatch(text)
-        if match is None:
-            raise ValueError("must be an RFC 3339 timestamp YYYY-MM-DDTHH:MM:SS[.fff](Z|±HH:MM)")
-        zone = match.group(2)
-        try:
-            parsed = datetime.fromisoformat(text[:19] + ("+00:00" if zone == "Z" else zone))
-        except ValueError as exc:
-            raise ValueError(f"not a valid date/time: {exc}") from exc
-        fraction = (match.group(1) or ".")[1:]
-        parsed = parsed.replace(microsecond=int((fraction + "000")[:3]) * 1000)
-    try:
-        utc = parsed.astimezone(UTC)
-    except OverflowError as exc:
-        raise ValueError("timestamp out of range") from exc
-    return utc.replace(microsecond=(utc.microsecond // 1000) * 1000)
-
-
-def format_timestamp(value: datetime) -> str:
-    """Write a timestamp as the contract does: ``YYYY-MM-DDTHH:MM:SS.mmmZ`` in UTC."""
-    utc = value.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
-
-
-Id = Annotated[
-    str,
-    PlainValidator(_id),
-    WithJsonSchema(
-        {"type": "string", "pattern": ID_PATTERN, "not": {"pattern": "^(rejection:|sha256:)"}}
-    ),
-]
-Timestamp = Annotated[
-    datetime,
-    PlainValidator(parse_timestamp),
-    PlainSerializer(format_timestamp, return_type=str, when_used="always"),
-    WithJsonSchema({"type": "string", "pattern": TIMESTAMP_PATTERN, "format": "date-time"}),
-]
-Leverage = Annotated[
-    int,
-    PlainValidator(_integer(1, 125)),
-    WithJsonSchema({"type": "integer", "minimum": 1, "maximum": 125}),
-]
-SchemaVersion = Annotated[
-    int,
-    PlainValidator(_integer(1, 1)),
-    WithJsonSchema({"type": "integer", "const": 1}),
-]
-Text = Annotated[str, Strict()]
-Flag = Annotated[bool, Strict()]
-
-
-class WireModel(BaseModel):
-    """The strict base of every model of the contract."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=False)
-
 
 # --- inbound ---------------------------------------------------------------------------
 
@@ -316,10 +162,10 @@ _FILL_REQUIRED = frozenset(name for name, info in Fill.model_fields.items() if i
 _SIDES = frozenset(("BUY", "SELL"))
 _MARGIN_MODES = frozenset(("ISOLATED", "CROSS"))
 _POSITION_SIDES = frozenset(("BOTH", "LONG", "SHORT"))
-_positive = _decimal("positive")
-_non_negative = _decimal("non_negative")
-_schema_version = _integer(1, 1)
-_leverage = _integer(1, 125)
+_positive = decimal_check("positive")
+_non_negative = decimal_check("non_negative")
+_schema_version = integer_check(1, 1)
+_leverage = integer_check(1, 125)
 _new_object = object.__new__
 _set_attribute = object.__setattr__
 
@@ -355,8 +201,8 @@ def _valid_fill(clean: dict[str, Any]) -> Fill | None:
         values = {
             "type": "FILL",
             "schemaVersion": _schema_version(clean["schemaVersion"]),
-            "tradeId": _id(clean["tradeId"]),
-            "accountId": _id(clean["accountId"]),
+            "tradeId": checked_id(clean["tradeId"]),
+            "accountId": checked_id(clean["accountId"]),
             "symbol": symbol,
             "side": side,
             "quantity": _positive(clean["quantity"]),
@@ -367,7 +213,7 @@ def _valid_fill(clean: dict[str, Any]) -> Fill | None:
             "reduceOnly": reduce_only,
             "fee": _non_negative(clean["fee"]) if "fee" in clean else _FEE_DEFAULT,
             "executedAt": parse_timestamp(clean["executedAt"]),
-            "correlationId": None if correlation is None else _id(correlation),
+            "correlationId": None if correlation is None else checked_id(correlation),
         }
     except Exception:  # any rule broken: the model says which
         return None
@@ -381,7 +227,7 @@ def _valid_fill(clean: dict[str, Any]) -> Fill | None:
 
 def mark_id(symbol: object, timestamp: object) -> str | None:
     """``<symbol>@<UTC ms Z>`` when the symbol and the timestamp are well formed, else None."""
-    if not isinstance(symbol, str) or _SYMBOL_RE.fullmatch(symbol) is None:
+    if not isinstance(symbol, str) or re.fullmatch(SYMBOL_PATTERN, symbol) is None:
         return None
     try:
         when = parse_timestamp(timestamp)

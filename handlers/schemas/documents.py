@@ -1,26 +1,17 @@
-"""JSON Schemas of the contract, generated from the wire models; documents by hand.
-
-``python -m handlers.schemas`` rewrites ``schemas/*.json``; ``--check`` exits 1 when a
-committed file differs from what the models generate (CI runs the same check as a test).
-"""
+"""JSON Schemas of the documents the app writes (by hand: their shapes live in
+:mod:`handlers.adapters.mapping`; ``tests/unit/test_document_schemas.py`` holds every
+written document against these)."""
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
-from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-
-from handlers.core.contracts import ID_PATTERN, Alert, Fill, Mark, MarkEntry, Marks, Transfer
+from handlers.core.contracts import ID_PATTERN
 from handlers.core.decimals import DECIMAL_PATTERN
 
-__all__ = ["SCHEMA_DIR", "build_schemas", "main"]
+__all__ = ["BASE", "documents"]
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
-_BASE = "https://tradeguard.example/schemas/v1/"
+BASE = "https://tradeguard.example/schemas/v1/"
 
 _DEC = {"type": "string", "pattern": DECIMAL_PATTERN}
 _DEC_OR_NULL = {"anyOf": [_DEC, {"type": "null"}]}
@@ -36,15 +27,6 @@ _STR = {"type": "string"}
 _DIGEST = {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"}
 
 
-def _model(model: type[BaseModel], name: str, mode: str) -> dict[str, Any]:
-    schema = model.model_json_schema(mode=mode)  # type: ignore[arg-type]
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": _BASE + name,
-        **schema,
-    }
-
-
 def _doc(name: str, title: str, required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
     """A document's schema; its ``type`` follows the name (``stale-watch.schema.json``:
     ``staleWatch``; a ``-record`` suffix is no part of it)."""
@@ -52,7 +34,7 @@ def _doc(name: str, title: str, required: list[str], properties: dict[str, Any])
     kind = first + "".join(word.capitalize() for word in rest)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": _BASE + name,
+        "$id": BASE + name,
         "title": title,
         "type": "object",
         "required": ["id", "type", "schemaVersion", *required],
@@ -60,7 +42,7 @@ def _doc(name: str, title: str, required: list[str], properties: dict[str, Any])
     }
 
 
-def _documents() -> dict[str, dict[str, Any]]:
+def documents() -> dict[str, dict[str, Any]]:
     wallet = {
         "type": "object",
         "required": [
@@ -331,7 +313,7 @@ def _documents() -> dict[str, dict[str, Any]]:
         ),
         "mark-fanout-unit.message.schema.json": {
             "$schema": "https://json-schema.org/draft/2020-12/schema",
-            "$id": _BASE + "mark-fanout-unit.message.schema.json",
+            "$id": BASE + "mark-fanout-unit.message.schema.json",
             "title": "A unit of a mark's pass on MARKS_FANOUT_QUEUE (the app's own queue, base64 JSON): the accounts one invocation re-values, with the ETag of each index entry they are listed under",
             "type": "object",
             "required": ["type", "schemaVersion", "bodyDigest", "accounts"],
@@ -359,56 +341,3 @@ def _documents() -> dict[str, dict[str, Any]]:
             },
         },
     }
-
-
-def build_schemas() -> dict[str, dict[str, Any]]:
-    """Every schema by file name: inbound messages, the Alert, the Cosmos documents."""
-    out = {
-        "fill.schema.json": _model(Fill, "fill.schema.json", "validation"),
-        "transfer.schema.json": _model(Transfer, "transfer.schema.json", "validation"),
-        "mark.message.schema.json": _model(Mark, "mark.message.schema.json", "validation"),
-        "marks.message.schema.json": _model(Marks, "marks.message.schema.json", "validation"),
-        "mark-entry.schema.json": _model(MarkEntry, "mark-entry.schema.json", "validation"),
-        "alert.schema.json": _model(Alert, "alert.schema.json", "serialization"),
-    }
-    for name in (
-        "fill.schema.json",
-        "transfer.schema.json",
-        "mark.message.schema.json",
-        "marks.message.schema.json",
-    ):
-        # Keys beginning with "$" (stamped by the Functions host) are ignored, not refused.
-        out[name]["patternProperties"] = {"^\\$": {}}
-    marks = out["marks.message.schema.json"]
-    marks["properties"]["marks"]["items"] = {"$ref": "mark-entry.schema.json"}
-    out.update(_documents())
-    return out
-
-
-def _render(schema: dict[str, Any]) -> str:
-    return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Write (default) or check (``--check``) the committed schemas."""
-    parser = argparse.ArgumentParser(prog="python -m handlers.schemas")
-    parser.add_argument("--check", action="store_true", help="exit 1 when schemas/ is stale")
-    args = parser.parse_args(argv)
-    stale: list[str] = []
-    for name, schema in build_schemas().items():
-        path = SCHEMA_DIR / name
-        text = _render(schema)
-        if args.check:
-            if not path.exists() or path.read_text(encoding="utf-8") != text:
-                stale.append(name)
-        else:
-            SCHEMA_DIR.mkdir(exist_ok=True)
-            path.write_text(text, encoding="utf-8")
-    if stale:
-        print("stale schemas (run `python -m handlers.schemas`): " + ", ".join(stale))
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
