@@ -137,8 +137,10 @@ class Entry:
 
     ``key`` is unique on its document; ``source`` names the message that owns it (an
     event id, ``marks:<digest>``, ``deadletter``…); ``holders`` are symbols to index
-    before the alerts go out. With a ``record``, the entry is finished once the record
-    exists; without one (deadletters, stale marks), once a write removes it.
+    before the alerts go out. With a ``record`` (or, for an event that raised no alert,
+    only its ``record_id``: the record is rebuilt from the message), the entry is finished
+    once the record exists; without either (deadletters, stale marks), once a write
+    removes it.
     """
 
     key: str
@@ -147,6 +149,14 @@ class Entry:
     committed_at: datetime
     record: Record | None = None
     holders: tuple[str, ...] = ()
+    #: The id of the record that finishes it when the entry does not carry the record
+    #: (an event that raised no alert: its own message rebuilds the record).
+    record_id: str | None = None
+
+    @property
+    def done_id(self) -> str | None:
+        """The id of the record whose existence means this entry is done, if any."""
+        return self.record.id if self.record is not None else self.record_id
 
 
 # --- the account ----------------------------------------------------------------------

@@ -74,10 +74,13 @@ def may_take_over(entry: Entry, retry: bool, now: datetime) -> bool:
     return retry or now - entry.committed_at >= LEASE
 
 
-async def finish(deps: Deps, partition: str, entry: Entry) -> dict[str, MarkDoc | None]:
+async def finish(
+    deps: Deps, partition: str, entry: Entry, record: Record | None = None
+) -> dict[str, MarkDoc | None]:
     """Finish an entry (idempotent): index the symbols it opened, send its alerts, then
-    create its record. Returns each indexed symbol's stored mark as read right after its
-    index entry was written (for a fill's catch-up).
+    create its record — the entry's own, or ``record`` for an entry that carries only the
+    record's id (its message rebuilt it). Returns each indexed symbol's stored mark as read
+    right after its index entry was written (for a fill's catch-up).
 
     Raises:
         TransientStoreError, UnreadableDocument: the store failed (the entry stays).
@@ -90,8 +93,9 @@ async def finish(deps: Deps, partition: str, entry: Entry) -> dict[str, MarkDoc 
         deps.runtime.marks.put(symbol, mark, at)
     if entry.alerts:
         await deps.sink.send(entry.alerts)
-    if entry.record is not None:
-        await deps.store.create_record(entry.record)
+    done = entry.record or record
+    if done is not None:
+        await deps.store.create_record(done)
     return indexed
 
 
@@ -123,20 +127,28 @@ class Completed:
     alerts: tuple[Alert, ...] = ()
 
 
-async def complete(deps: Deps, partition: str, entry: Entry, delivery: Delivery) -> Completed:
-    """Complete an entry this delivery's message committed (a copy or a retry found it).
+async def complete(
+    deps: Deps,
+    partition: str,
+    entry: Entry,
+    delivery: Delivery,
+    rebuild: Callable[[Entry], Record] | None = None,
+) -> Completed:
+    """Complete an entry this delivery's message committed (a copy or a retry found it);
+    ``rebuild`` makes the record of an entry that carries only its id.
 
     Raises:
         TransientStoreError, UnreadableDocument: the store failed.
         Exception: the alerts queue failed.
     """
-    assert entry.record is not None
-    if await deps.store.read_record(partition, entry.record.id) is not None:
+    assert entry.done_id is not None
+    if await deps.store.read_record(partition, entry.done_id) is not None:
         return Completed("DONE")
     if not may_take_over(entry, delivery.retry, deps.clock()):
         return Completed("IN_FLIGHT")
     logger.warning("finishing %s of %s left by an earlier invocation", entry.key, partition)
-    await finish(deps, partition, entry)
+    record = entry.record or (rebuild(entry) if rebuild is not None else None)
+    await finish(deps, partition, entry, record)
     return Completed("FINISHED", entry.alerts)
 
 
@@ -166,20 +178,20 @@ async def settle(
     """
     if len(entries) < SWEEP_AT:
         return set()
-    candidates = [e for e in entries if e.key not in keep and e.record is not None]
+    candidates = [e for e in entries if e.key not in keep and e.done_id is not None]
     found = await deps.store.existing_records(
-        partition, [e.record.id for e in candidates if e.record is not None]
+        partition, [e.done_id for e in candidates if e.done_id is not None]
     )
     now = deps.clock()
     done: set[str] = set()
     for entry in candidates:
-        assert entry.record is not None
-        if entry.record.id in found:
+        if entry.done_id in found:
             done.add(entry.key)
-        elif may_take_over(entry, False, now):
+        elif entry.record is not None and may_take_over(entry, False, now):
             logger.warning("adopting %s of %s: its owner is gone", entry.key, partition)
             await finish(deps, partition, entry)
             done.add(entry.key)
+        # (an entry without its record is its message's to finish: it comes back)
     return done
 
 

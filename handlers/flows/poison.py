@@ -19,7 +19,7 @@ import logging
 
 from pydantic import ValidationError
 
-from handlers.core.contracts import MarkEntry, validate_inbound
+from handlers.core.contracts import Fill, MarkEntry, Transfer, validate_inbound
 from handlers.core.decode import DecodedBody
 from handlers.core.documents import UNATTRIBUTED
 from handlers.errors import UnreadableDocument
@@ -97,7 +97,9 @@ async def _trade_done(
     ):
         account = await deps.store.read_account(account_id)
         if account is not None and ident.source_id in account.recent_ids:
-            return await complete_duplicate(deps, account, ident.source_id, delivery)
+            event = validate_inbound(decoded.obj)  # it was applied: the body is valid
+            assert isinstance(event, Fill | Transfer)
+            return await complete_duplicate(deps, account, event, delivery)
         if await deps.store.existing_records(account_id, [ident.source_id]):
             return Outcome("DUPLICATE", ident.source_id, account_id, detail="record exists")
     return await _rejected(deps, delivery, decoded)

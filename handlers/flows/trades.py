@@ -18,9 +18,9 @@ from decimal import Decimal
 from pydantic import ValidationError
 
 from handlers.core.alerts import fill_alerts, risk_alerts
-from handlers.core.contracts import Fill, Transfer, validate_inbound
+from handlers.core.contracts import Alert, Fill, Transfer, validate_inbound
 from handlers.core.decimals import format_decimal
-from handlers.core.documents import AccountDoc, Entry, EventRecord, MarkDoc, PassMark
+from handlers.core.documents import AccountDoc, Entry, EventRecord, MarkDoc, PassMark, Record
 from handlers.core.state import Ledger, Rejected, apply_fill, apply_mark, apply_transfer
 from handlers.core.validation import check_fill
 from handlers.core.valuation import Valuation, settle_risk_states, value
@@ -93,11 +93,13 @@ def _stateless_problems(deps: Deps, event: Fill | Transfer) -> list[tuple[str, s
 
 @dataclass(frozen=True)
 class _Decision:
-    """The account to write (with the event's entry), its figures, and the outcome."""
+    """The account to write (with the event's entry), its figures, the event's record (the
+    entry carries it only when the event raised alerts), and the outcome."""
 
     account: AccountDoc
     valuation: Valuation
     entry: Entry
+    record: Record
     outcome: Outcome
 
 
@@ -126,7 +128,7 @@ async def apply_event(deps: Deps, event: Fill | Transfer, delivery: Delivery) ->
             read = await deps.store.read_account(account_id, fresh=n > 0)
             account = read or AccountDoc(account_id)
             if event.event_id in account.recent_ids:
-                return _Found(account, await _complete(deps, account, event.event_id, delivery))
+                return _Found(account, await _complete(deps, account, event, delivery))
             if account.evicted and await deps.store.existing_records(
                 account_id, [event.event_id, f"rejection:{event.event_id}"]
             ):
@@ -145,14 +147,14 @@ async def apply_event(deps: Deps, event: Fill | Transfer, delivery: Delivery) ->
         if delivery.retry:  # its first delivery may have died before its catch-up
             await _catch_up_again(deps, result.account, event.event_id, delivery)
         return result.outcome
-    indexed = await outbox.finish(deps, account_id, result.entry)
+    indexed = await outbox.finish(deps, account_id, result.entry, result.record)
     if indexed:
         await _catch_up(deps, result.account, indexed, event.event_id, delivery)
     return result.outcome
 
 
 async def complete_duplicate(
-    deps: Deps, account: AccountDoc, event_id: str, delivery: Delivery
+    deps: Deps, account: AccountDoc, event: Fill | Transfer, delivery: Delivery
 ) -> Outcome:
     """An event found already on the account (the poison path): complete it and, on a
     retry, catch up as its first delivery would have.
@@ -161,27 +163,48 @@ async def complete_duplicate(
         TransientStoreError, UnreadableDocument, StaleAccountState: the store failed.
         Exception: the alerts queue failed.
     """
-    outcome = await _complete(deps, account, event_id, delivery)
+    outcome = await _complete(deps, account, event, delivery)
     if delivery.retry:
-        await _catch_up_again(deps, account, event_id, delivery)
+        await _catch_up_again(deps, account, event.event_id, delivery)
     return outcome
 
 
-async def _complete(deps: Deps, account: AccountDoc, event_id: str, delivery: Delivery) -> Outcome:
+async def _complete(
+    deps: Deps, account: AccountDoc, event: Fill | Transfer, delivery: Delivery
+) -> Outcome:
     """A duplicate: complete every entry of the event still on the account (its own and
     its catch-ups'); the outcome says what became of its own."""
-    account_id = account.account_id
+    account_id, event_id = account.account_id, event.event_id
     own = account.entry(event_id)
     others = [e for e in account.entries_of(event_id) if e.key != event_id]
     await outbox.complete_source(deps, account_id, others, delivery)
     if own is None:
         return Outcome("DUPLICATE", event_id, account_id)
-    done = await outbox.complete(deps, account_id, own, delivery)
+
+    def rebuild(entry: Entry) -> Record:
+        return _event_record(event, entry.alerts, entry.committed_at)
+
+    done = await outbox.complete(deps, account_id, own, delivery, rebuild)
     if done.state == "DONE":
         return Outcome("DUPLICATE", event_id, account_id)
     if done.state == "IN_FLIGHT":
         return Outcome("DUPLICATE", event_id, account_id, detail="in flight elsewhere")
     return Outcome("DUPLICATE", event_id, account_id, done.alerts, "record repaired")
+
+
+def _event_record(
+    event: Fill | Transfer, alerts: tuple[Alert, ...], created_at: datetime
+) -> EventRecord:
+    """The ``trade`` / ``transfer`` record of an applied event."""
+    return EventRecord(
+        id=event.event_id,
+        account_id=event.accountId,
+        kind="trade" if isinstance(event, Fill) else "transfer",
+        event_type=event.type,
+        event=event.model_dump(mode="json", exclude={"type"}),
+        alerts=alerts,
+        created_at=created_at,
+    )
 
 
 async def _mark_for_fill(
@@ -256,29 +279,24 @@ async def _decide(
         outcome = Outcome(
             "REJECTED", event.event_id, event.accountId, rejection.alerts, rejected.code
         )
-        return _Decision(new, before, entry, outcome)
+        return _Decision(new, before, entry, rejection, outcome)
     specs += risk_alerts(account.ledger, after)
     ledger = settle_risk_states(ledger, after)
     alerts = alerts_for(specs, ident, now)
-    record = EventRecord(
-        id=event.event_id,
-        account_id=event.accountId,
-        kind="trade" if isinstance(event, Fill) else "transfer",
-        event_type=event.type,
-        event=event.model_dump(mode="json", exclude={"type"}),
-        alerts=alerts,
-        created_at=now,
-    )
+    record = _event_record(event, alerts, now)
     opened: tuple[str, ...] = ()
     if isinstance(event, Fill):
         was_open = any(p.is_open and p.symbol == event.symbol for p in account.ledger.positions)
         now_open = any(p.is_open and p.symbol == event.symbol for p in ledger.positions)
         opened = (event.symbol,) if now_open and not was_open else ()
-    entry = Entry(event.event_id, event.event_id, alerts, now, record, opened)
+    # The entry carries its record only when there are alerts to keep; an event that raised
+    # none keeps just the record's id (its message rebuilds the record if it must).
+    carried = record if alerts else None
+    entry = Entry(event.event_id, event.event_id, alerts, now, carried, opened, event.event_id)
     new = replace(account, ledger=ledger, version=account.version + 1, updated_at=now)
     new = new.with_event(event.event_id, entry)
     outcome = Outcome("APPLIED", event.event_id, event.accountId, alerts)
-    return _Decision(new, after, entry, outcome)
+    return _Decision(new, after, entry, record, outcome)
 
 
 async def _catch_up(

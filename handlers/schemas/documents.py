@@ -151,9 +151,18 @@ def documents() -> dict[str, dict[str, Any]]:
                     "type": "array",
                     "items": {
                         "type": "object",
-                        "required": ["eventId", "record"],
+                        "required": ["eventId"],
+                        "oneOf": [
+                            {"required": ["record"]},
+                            {"required": ["recordId", "committedAt"]},
+                        ],
                         "properties": {
                             "eventId": {"type": "string", "description": "the entry's key"},
+                            "recordId": {
+                                "type": "string",
+                                "description": "an event that raised no alert keeps only its record's id",
+                            },
+                            "committedAt": _TS,
                             "source": {
                                 "type": "string",
                                 "description": "the message that owns it (an event id or marks:<bodyDigest>)",

@@ -90,7 +90,9 @@ def settled(app: AppUnderTest) -> dict[str, int]:
         states = value(account.ledger, catalog, app_ratio(app))
         assert doc["riskState"] == states.risk_state, doc["accountId"]
         for entry in doc["pending"]:
-            assert (doc["accountId"], entry["record"]["id"]) in records, entry
+            assert (doc["accountId"], entry.get("recordId") or entry["record"]["id"]) in records, (
+                entry
+            )
     assert behind == 0, f"{behind} open position(s) behind the stored mark {stored['markId']}"
     alerts = app.alerts()
     contents: dict[str, set[str]] = {}

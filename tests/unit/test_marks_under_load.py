@@ -47,7 +47,10 @@ def settled(store: FakeStore, sink: FakeSink) -> None:
             if p["quantity"] != "0" and p["symbol"] in stored:
                 assert p["markTime"] == stored[p["symbol"]], (account_id, p["symbol"])
         for entry in doc["pending"]:
-            assert (account_id, entry["record"]["id"]) in store.records, (account_id, entry)
+            assert (account_id, entry.get("recordId") or entry["record"]["id"]) in store.records, (
+                account_id,
+                entry,
+            )
     contents: dict[str, set[str]] = {}
     for alert in sink.sent:
         contents.setdefault(alert.alertId, set()).add(alert.model_dump_json(exclude={"createdAt"}))

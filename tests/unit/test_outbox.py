@@ -328,3 +328,28 @@ def test_a_stale_mark_alert_crashed_before_its_send_goes_out_on_the_next_tick(
     assert [(a.type, a.sourceId) for a in sink.sent] == [("STALE_MARK", "BTCUSDT@none")]
     check_stale_marks(make_deps(store, sink, clock))
     assert len(sink.sent) == 1
+
+
+def test_an_event_without_alerts_keeps_only_its_record_id(
+    store: FakeStore, sink: FakeSink, clock: FakeClock
+) -> None:
+    """A fill that raised no alert carries no record in its entry (the account stays
+    small); when its record write failed, the retry — or the poison path — rebuilds the
+    record from the message, as it would have been written (same createdAt)."""
+    deps = make_deps(store, sink, clock)
+    funded(deps)
+    body = load_event("fill_btcusdt_long")
+    store.fail_record_creates = 1
+    with pytest.raises(StoreDown):
+        trade(deps, body)
+    [entry] = [e for e in store.account(ACCT)["pending"] if e["eventId"] == FILL_ID]
+    assert (entry["recordId"], "record" in entry) == (FILL_ID, False)
+    clock.advance(30)
+    assert trade(make_deps(store, sink, clock), body).detail == "in flight elsewhere"
+    assert (ACCT, FILL_ID) not in store.records
+    raw = as_body(body)
+    assert process_poison(raw, make_deps(store, sink, clock), "trades").kind == "DUPLICATE"
+    record = store.records[(ACCT, FILL_ID)]
+    assert (record["type"], record["alerts"]) == ("trade", [])
+    assert record["createdAt"] == entry["committedAt"]
+    assert sink.sent == []

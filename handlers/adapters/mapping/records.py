@@ -124,40 +124,40 @@ def record_from_document(doc: Mapping[str, Any]) -> Record:
 
 
 def entry_to_document(entry: Entry) -> dict[str, Any]:
+    """An outbox entry as stored on its owner document."""
     if entry.record is not None:  # an account's entry: its record carries alerts and time
-        out: dict[str, Any] = {
+        return {
             "eventId": entry.key,
             "source": entry.source,
             "record": record_to_document(entry.record),
             "holders": list(entry.holders),
         }
-        return out
-    return {
-        "key": entry.key,
-        "source": entry.source,
-        "alerts": alerts_json(entry.alerts),
-        "committedAt": format_timestamp(entry.committed_at),
-    }
+    committed = format_timestamp(entry.committed_at)
+    if entry.record_id is not None:  # an event that raised no alert: only its record's id
+        return {
+            "eventId": entry.key,
+            "source": entry.source,
+            "recordId": entry.record_id,
+            "committedAt": committed,
+            "holders": list(entry.holders),
+        }
+    alerts = alerts_json(entry.alerts)
+    return {"key": entry.key, "source": entry.source, "alerts": alerts, "committedAt": committed}
 
 
 def entry_from_document(doc: Mapping[str, Any]) -> Entry:
+    """Read an outbox entry (one of the three shapes :func:`entry_to_document` writes)."""
+    holders = tuple(str(h) for h in doc.get("holders", ()))
     if "record" in doc:
         record = record_from_document(doc["record"])
         key = str(doc["eventId"])
-        return Entry(
-            key=key,
-            source=str(doc.get("source", key)),  # documents before 'source' was kept
-            alerts=record.alerts,
-            committed_at=record.created_at,
-            record=record,
-            holders=tuple(str(h) for h in doc.get("holders", ())),
-        )
-    return Entry(
-        key=str(doc["key"]),
-        source=str(doc["source"]),
-        alerts=read_alerts(doc["alerts"]),
-        committed_at=ts(doc["committedAt"], "committedAt"),
-    )
+        source = str(doc.get("source", key))  # documents before 'source' was kept
+        return Entry(key, source, record.alerts, record.created_at, record, holders)
+    committed = ts(doc["committedAt"], "committedAt")
+    if "recordId" in doc:
+        key = str(doc["eventId"])
+        return Entry(key, str(doc["source"]), (), committed, None, holders, str(doc["recordId"]))
+    return Entry(str(doc["key"]), str(doc["source"]), read_alerts(doc["alerts"]), committed)
 
 
 def read_entries(raw: object) -> tuple[Entry, ...]:
