@@ -65,7 +65,7 @@ logger = logging.getLogger(__name__)
 LEASE = timedelta(minutes=10)
 #: A write that finds this many entries (or more) on a document first sweeps them (one
 #: query), so a document carries at most this many plus the one it adds.
-SWEEP_AT = 8
+SWEEP_AT = 16
 
 
 def may_take_over(entry: Entry, retry: bool, now: datetime) -> bool:
