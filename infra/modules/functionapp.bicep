@@ -61,7 +61,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
   #checkov:skip=CKV_AZURE_213:There is no HTTP endpoint to probe; the host's health is its queue processing, watched with the alerts in docs/operations.md.
   name: name
   location: location
-  tags: union(tags, { 'azd-service-name': 'api' })
+  tags: union(tags, { 'azd-service-name': 'functions' })
   kind: 'functionapp,linux'
   identity: {
     type: 'UserAssigned'

@@ -209,7 +209,7 @@ def test_flex_consumption_python_3_11_with_the_user_assigned_identity() -> None:
         "type: 'UserAssigned'",
         "AzureWebJobsStorage__credential: 'managedidentity'",
         "AZURE_CLIENT_ID: identityClientId",
-        "'azd-service-name': 'api'",
+        "'azd-service-name': 'functions'",
     ):
         assert needle in app, needle
     storage = text("modules/storage.bicep")
@@ -219,7 +219,7 @@ def test_flex_consumption_python_3_11_with_the_user_assigned_identity() -> None:
 
 def test_azd_project() -> None:
     azure = (ROOT / "azure.yaml").read_text(encoding="utf-8")
-    for needle in ("api:", "project: .", "language: python", "host: function", "path: infra"):
+    for needle in ("functions:", "project: .", "language: python", "host: function", "path: infra"):
         assert needle in azure
     params = json.loads(text("main.parameters.json"))["parameters"]
     assert params["environmentName"]["value"] == "${AZURE_ENV_NAME}"
