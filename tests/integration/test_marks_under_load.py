@@ -133,7 +133,7 @@ def test_a_mark_over_1000_holders_while_fills_are_in_flight_in_rounds(
         growing = rng.sample([a for a in holders if a not in closing], 100)
         trades = [
             fill(a, f"{a}-reopen{n}", quantity="0.01", price=price, leverage=5) for a in closing
-        ] + [fill(a, f"{a}-grow{n}", quantity="0.001", price=price, leverage=5) for a in growing]
+        ] + [fill(a, f"{a}-grow{n}", quantity="0.002", price=price, leverage=5) for a in growing]
         rng.shuffle(trades)
         slow_app.send(trades[: len(trades) // 2])
         slow_app.send([mark(price, 10 + n)], queue="MARKS_QUEUE")
