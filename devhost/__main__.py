@@ -126,6 +126,7 @@ def _parser() -> argparse.ArgumentParser:
 
     alerts = commands.add_parser("alerts", help="print (and delete) the messages on ALERTS_QUEUE")
     alerts.add_argument("--peek", action="store_true", help="do not delete (first 32 only)")
+    alerts.add_argument("--json", action="store_true", help="each message as one line of JSON")
     _settings_arguments(alerts)
     return parser
 
@@ -194,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings_file=args.settings,
         )
     return producer.alerts_command(
-        peek=args.peek, app_dir=args.app_dir, settings_file=args.settings
+        peek=args.peek, as_json=args.json, app_dir=args.app_dir, settings_file=args.settings
     )
 
 

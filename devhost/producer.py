@@ -22,6 +22,7 @@ from typing import Any, TextIO
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue.aio import QueueClient
 
+from devhost import present
 from devhost.settings_file import SettingsError, load_settings
 from handlers.adapters.storage import async_queue_service
 from handlers.errors import ConfigurationError
@@ -152,16 +153,24 @@ def decode_alert(content: str) -> Any:
         return text
 
 
-async def _alerts(settings: Mapping[str, str], peek: bool, out: TextIO) -> int:
+async def _alerts(
+    settings: Mapping[str, str], peek: bool, out: TextIO, as_json: bool = False
+) -> int:
     name = _setting(settings, "ALERTS_QUEUE", "alerts")
+    call_ratio = present.call_ratio_setting(settings)
     service = async_queue_service(settings, CONNECTION)
     count = 0
+
+    def show(content: str | None) -> None:
+        alert = decode_alert(content or "")
+        print(json.dumps(alert) if as_json else present.alert_line(alert, call_ratio), file=out)
+
     async with service:
         queue = service.get_queue_client(name)
         try:
             if peek:
                 for message in await queue.peek_messages(max_messages=_PEEK_LIMIT):
-                    print(json.dumps(decode_alert(message.content or "")), file=out)
+                    show(message.content)
                     count += 1
                 return count
             while True:
@@ -174,7 +183,7 @@ async def _alerts(settings: Mapping[str, str], peek: bool, out: TextIO) -> int:
                 if not batch:
                     return count
                 for message in batch:
-                    print(json.dumps(decode_alert(message.content or "")), file=out)
+                    show(message.content)
                     await queue.delete_message(message.id, message.pop_receipt)
                     count += 1
         except ResourceNotFoundError:
@@ -184,18 +193,20 @@ async def _alerts(settings: Mapping[str, str], peek: bool, out: TextIO) -> int:
 def alerts_command(
     *,
     peek: bool = False,
+    as_json: bool = False,
     app_dir: Path | None = None,
     settings_file: Path | None = None,
     out: TextIO = sys.stdout,
 ) -> int:
-    """Print every message on ALERTS_QUEUE as one line of JSON, deleting it unless
-    ``peek`` (peeking shows at most the first 32).
+    """Print every message on ALERTS_QUEUE, one readable line per alert (``as_json``: one
+    line of JSON per message, as it was sent), deleting it unless ``peek`` (peeking shows
+    at most the first 32).
 
     Returns the exit code: 0 done, 2 settings error, 1 storage error.
     """
     try:
         settings = load_settings(app_dir, settings_file)
-        count = asyncio.run(_alerts(settings, peek, out))
+        count = asyncio.run(_alerts(settings, peek, out, as_json))
     except (SettingsError, ConfigurationError) as exc:
         logger.error("%s", exc)
         return 2

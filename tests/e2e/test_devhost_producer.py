@@ -86,10 +86,13 @@ def test_send_routes_by_type_and_alerts_prints_and_deletes(
     queue.send_message(base64.b64encode(json.dumps(alert).encode()).decode())
     queue.send_message(json.dumps({"raw": True}))
 
-    peeked = _cli(["alerts", "--peek", "--settings", str(settings)], {})
-    taken = _cli(["alerts", "--settings", str(settings)], {})
+    peeked = _cli(["alerts", "--peek", "--json", "--settings", str(settings)], {})
+    readable = _cli(["alerts", "--peek", "--settings", str(settings)], {})
+    taken = _cli(["alerts", "--json", "--settings", str(settings)], {})
 
     assert peeked.returncode == 0, peeked.stderr
     assert [json.loads(line) for line in peeked.stdout.splitlines()] == [alert, {"raw": True}]
+    assert readable.stdout.splitlines()[0].split()[:2] == ["-", "MARGIN_CALL"]
+    assert readable.stdout.splitlines()[1] == "(not an alert) {'raw': True}"
     assert [json.loads(line) for line in taken.stdout.splitlines()] == [alert, {"raw": True}]
     assert queue.get_queue_properties().approximate_message_count == 0

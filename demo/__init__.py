@@ -1,0 +1,1 @@
+"""The demo's story and its messages (see docs/demo.md)."""
