@@ -14,6 +14,7 @@ from handlers import entrypoints
 from handlers.settings import fanout_queue_expression
 
 app = func.FunctionApp()
+entrypoints.check_configuration()  # a setting or catalog it cannot use stops it loading
 
 
 @app.queue_trigger(arg_name="msg", queue_name="%TRADES_QUEUE%", connection="AzureWebJobsStorage")

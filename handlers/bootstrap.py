@@ -16,12 +16,13 @@ from typing import Any
 
 from handlers.adapters.cosmos_store import CosmosLedgerStore, connect
 from handlers.adapters.queues import QueueAlertSink, QueueTextSink
+from handlers.adapters.storage import resolve_connection
 from handlers.core.catalog import Catalog, load_catalog
 from handlers.errors import ConfigurationError
 from handlers.flows import Deps
-from handlers.settings import Settings, load_settings
+from handlers.settings import COSMOS_ENDPOINT, INSTRUMENTS_FILE, Settings, load_settings
 
-__all__ = ["close", "deps", "reset"]
+__all__ = ["close", "configuration", "deps", "reset"]
 
 _lock = threading.Lock()
 _config: tuple[Settings, Catalog] | None = None
@@ -30,19 +31,33 @@ _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Deps] = weakref.W
 _closers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
 
 
-def _configuration() -> tuple[Settings, Catalog]:
+def configuration() -> tuple[Settings, Catalog]:
+    """The settings and the instrument catalog, read and checked once per process (when
+    ``function_app`` is imported, so that a setting the app cannot use stops it from
+    loading instead of failing every message).
+
+    Raises:
+        ConfigurationError: a setting or the catalog is wrong; the error names the setting
+            (``INSTRUMENTS_FILE`` for the catalog, with the entry) and its value.
+    """
     global _config
     if _config is None:
         settings = load_settings()
         if not settings.cosmos_endpoint:
-            raise ConfigurationError("COSMOS_ENDPOINT is not set")
-        _config = (settings, load_catalog(settings.instruments_file))
+            raise ConfigurationError("is not set (the Cosmos DB account endpoint)", COSMOS_ENDPOINT)
+        resolve_connection(settings.environ, settings.storage_connection)
+        path = settings.instruments_file
+        try:
+            catalog = load_catalog(path)
+        except ConfigurationError as exc:
+            raise ConfigurationError(str(exc), INSTRUMENTS_FILE, str(path)) from exc
+        _config = (settings, catalog)
     return _config
 
 
 def _build(settings: Settings, catalog: Catalog) -> Deps:
     endpoint = settings.cosmos_endpoint
-    assert endpoint is not None  # checked by _configuration
+    assert endpoint is not None  # checked by configuration()
     store = CosmosLedgerStore(
         connect(endpoint, settings.cosmos_key, settings.cosmos_database),
         settings.cosmos_database,
@@ -65,7 +80,7 @@ def deps() -> Deps:
     with _lock:
         built = _by_loop.get(loop)
         if built is None:
-            built = _build(*_configuration())
+            built = _build(*configuration())
             _by_loop[loop] = built
             # Close the clients when the loop shuts down: asyncio.run (and the worker's
             # loop) closes the async generators still open, which runs this one's

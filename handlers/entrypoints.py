@@ -16,7 +16,7 @@ from typing import Literal, Protocol
 
 from handlers import bootstrap, flows, observability
 
-__all__ = ["mark", "mark_fanout", "poison", "stale_marks", "trade"]
+__all__ = ["check_configuration", "mark", "mark_fanout", "poison", "stale_marks", "trade"]
 
 Source = Literal["trades", "marks", "marks-fanout"]
 
@@ -41,6 +41,17 @@ def _queue(deps: flows.Deps, source: Source) -> str:
     if source == "trades":
         return settings.trades_queue
     return settings.marks_queue if source == "marks" else settings.marks_fanout_queue
+
+
+def check_configuration() -> None:
+    """Check the settings and the instrument catalog (``function_app`` calls it as it is
+    imported: a configuration the app cannot use fails the worker's indexing, or devhost's
+    start, with the setting's name and value, instead of every message).
+
+    Raises:
+        ConfigurationError: a setting or the catalog is wrong.
+    """
+    bootstrap.configuration()
 
 
 #: A flow as the functions call it: (body, deps, the source queue's name, dequeue count).

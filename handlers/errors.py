@@ -25,7 +25,18 @@ class TradeguardError(Exception):
 
 
 class ConfigurationError(TradeguardError):
-    """A setting or the instrument catalog is missing or malformed."""
+    """A setting or the instrument catalog is missing or malformed. ``setting`` and
+    ``value`` name what was refused (None when the error is not about one setting); the
+    message starts with ``<setting>=<value>:`` when they are known."""
+
+    def __init__(self, message: str, setting: str | None = None, value: str | None = None):
+        if setting is not None:
+            message = (
+                f"{setting}={value!r}: {message}" if value is not None else f"{setting}: {message}"
+            )
+        super().__init__(message)
+        self.setting = setting
+        self.value = value
 
 
 class InvalidMessage(TradeguardError):

@@ -51,6 +51,7 @@ from typing import Any, Protocol
 
 from handlers.core.contracts import is_well_formed_id, mark_id
 from handlers.core.decode import BodyError, decode_body
+from handlers.settings import AZURE_SDK_LOG_LEVEL
 
 __all__ = [
     "APP_LOGGERS",
@@ -66,6 +67,7 @@ __all__ = [
     "reset",
 ]
 
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 CONNECTION_STRING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
 AUTHENTICATION_STRING = "APPLICATIONINSIGHTS_AUTHENTICATION_STRING"
 #: When "true", the Python worker configures Azure Monitor itself; configuring it again
@@ -359,6 +361,11 @@ def configure(environ: Mapping[str, str] | None = None) -> None:
         if _configured:
             return
         _install_record_factory()
+        env = os.environ if environ is None else environ
+        level = (env.get(AZURE_SDK_LOG_LEVEL) or "").strip().upper()
+        # The SDKs log every HTTP request and response at INFO; the worker forwards every
+        # record at INFO to the host (and Application Insights): keep them out by default.
+        logging.getLogger("azure").setLevel(level if level in _LEVELS else logging.WARNING)
         try:
             _telemetry_handler = _configure_azure_monitor(
                 os.environ if environ is None else environ

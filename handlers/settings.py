@@ -8,6 +8,7 @@ local host can set them first. Names match the contract's settings table, ``infr
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -18,6 +19,7 @@ from handlers.errors import ConfigurationError
 
 __all__ = [
     "ALERTS_QUEUE",
+    "AZURE_SDK_LOG_LEVEL",
     "COSMOS_DATABASE",
     "COSMOS_ENDPOINT",
     "COSMOS_KEY",
@@ -55,6 +57,8 @@ STALE_MARK_AFTER_SECONDS = "STALE_MARK_AFTER_SECONDS"
 MARK_CACHE_SECONDS = "MARK_CACHE_SECONDS"
 MARKS_FANOUT_QUEUE = "MARKS_FANOUT_QUEUE"
 MARKS_FANOUT_BATCH = "MARKS_FANOUT_BATCH"
+AZURE_SDK_LOG_LEVEL = "AZURE_SDK_LOG_LEVEL"
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 #: Prefixes of every setting name the app (or its telemetry) reads (not itself a setting, so
 #: not in __all__, whose upper-case names are the settings): tools that start the
 #: app with a settings file drop these from the inherited environment, so only the file
@@ -70,6 +74,7 @@ APP_SETTING_PREFIXES = (
     STALE_MARK_AFTER_SECONDS,
     MARK_CACHE_SECONDS,
     "MARKS_FANOUT_",
+    AZURE_SDK_LOG_LEVEL,
     "APPLICATIONINSIGHTS_",
 )
 
@@ -99,7 +104,7 @@ def parse_asset_amounts(text: str, name: str) -> dict[str, Decimal]:
 
     Raises:
         ConfigurationError: an entry is not ``ASSET:decimal`` with a decimal > 0, or an
-            asset repeats.
+            asset repeats (naming the setting and its value).
     """
     out: dict[str, Decimal] = {}
     for raw in text.split(","):
@@ -109,15 +114,54 @@ def parse_asset_amounts(text: str, name: str) -> dict[str, Decimal]:
         asset, sep, amount = entry.partition(":")
         asset = asset.strip()
         if not sep or not asset or asset in out:
-            raise ConfigurationError(f"{name}: bad entry {entry!r} (want ASSET:amount, once each)")
+            raise ConfigurationError(
+                f"bad entry {entry!r} (want ASSET:amount, once each)", name, text
+            )
         try:
             value = parse_decimal(amount.strip())
         except ValueError as exc:
-            raise ConfigurationError(f"{name}: {entry!r}: {exc}") from exc
+            raise ConfigurationError(f"{entry!r}: {exc}", name, text) from exc
         if value <= 0:
-            raise ConfigurationError(f"{name}: {entry!r}: the amount must be > 0")
+            raise ConfigurationError(f"{entry!r}: the amount must be > 0", name, text)
         out[asset] = value
     return out
+
+
+_QUEUE_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,55}$")
+
+
+def _queue(env: Mapping[str, str], name: str, default: str) -> str:
+    """A queue name setting: 3–56 characters (room for ``-poison``) of lowercase letters,
+    digits and single hyphens, as Azure Queue Storage names queues."""
+    value = env.get(name, "").strip() or default
+    if not _QUEUE_NAME.fullmatch(value):
+        raise ConfigurationError(
+            "a queue name is 3-56 lowercase letters, digits and single hyphens "
+            "(starting and ending with a letter or digit)",
+            name,
+            value,
+        )
+    return value
+
+
+def _number(
+    env: Mapping[str, str], name: str, default: str, low: Decimal, high: Decimal, what: str
+) -> Decimal:
+    text = env.get(name, "").strip() or default
+    try:
+        value = parse_decimal(text)
+    except ValueError as exc:
+        raise ConfigurationError(f"must be {what}: {exc}", name, text) from exc
+    if not low <= value <= high:
+        raise ConfigurationError(f"must be {what}", name, text)
+    return value
+
+
+def _integer(env: Mapping[str, str], name: str, default: str, low: int, high: int) -> int:
+    text = env.get(name, "").strip() or default
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise ConfigurationError(f"must be an integer from {low} to {high}", name, text)
+    return int(text)
 
 
 @dataclass(frozen=True)
@@ -146,6 +190,9 @@ class Settings:
     #: Accounts one invocation re-values for a mark; a mark with more holders hands the
     #: rest to ``marks_fanout_queue`` in units of this many (the bound on its work).
     marks_fanout_batch: int = 200
+    #: The level of the Azure SDKs' loggers (their HTTP logs are INFO: kept out of the
+    #: worker's forwarded logs, and so of Application Insights, by default).
+    azure_sdk_log_level: str = "WARNING"
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
@@ -153,7 +200,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read the settings from ``environ`` (default: ``os.environ``).
 
     Raises:
-        ConfigurationError: a setting is present but malformed.
+        ConfigurationError: a setting is present but malformed (the error names the
+            setting and its value).
     """
     env = dict(os.environ if environ is None else environ)
 
@@ -161,43 +209,37 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         value = env.get(name, "").strip()
         return value or default
 
-    ratio_text = get(RISK_MARGIN_CALL_RATIO, "0.80")
-    try:
-        ratio = parse_decimal(ratio_text)
-    except ValueError as exc:
-        raise ConfigurationError(f"{RISK_MARGIN_CALL_RATIO}: {exc}") from exc
-    if not Decimal(0) < ratio < Decimal(1):
+    ratio = _number(env, RISK_MARGIN_CALL_RATIO, "0.80", Decimal(0), Decimal(1), "in (0, 1)")
+    if ratio in (0, 1):
+        raise ConfigurationError("must be in (0, 1)", RISK_MARGIN_CALL_RATIO, str(ratio))
+    stale = _integer(env, STALE_MARK_AFTER_SECONDS, "300", 1, 10**9)
+    cache_seconds = _number(
+        env, MARK_CACHE_SECONDS, "0", Decimal(0), Decimal(60), "from 0 to 60 seconds"
+    )
+    batch = _integer(env, MARKS_FANOUT_BATCH, "200", 1, 5000)
+    level = get(AZURE_SDK_LOG_LEVEL, "WARNING").upper()
+    if level not in _LOG_LEVELS:
         raise ConfigurationError(
-            f"{RISK_MARGIN_CALL_RATIO} must be between 0 and 1, got {ratio_text}"
+            f"must be one of {', '.join(_LOG_LEVELS)}", AZURE_SDK_LOG_LEVEL, level
         )
-    stale_text = get(STALE_MARK_AFTER_SECONDS, "300")
-    if not stale_text.isdigit() or int(stale_text) < 1:
+    endpoint = env.get(COSMOS_ENDPOINT, "").strip() or None
+    if endpoint is not None and not re.fullmatch(r"https://[^\s/]+(:\d+)?/?", endpoint):
         raise ConfigurationError(
-            f"{STALE_MARK_AFTER_SECONDS} must be a positive integer, got {stale_text}"
+            "must be the account's https endpoint, e.g. https://<account>.documents.azure.com:443/",
+            COSMOS_ENDPOINT,
+            endpoint,
         )
-    cache_text = get(MARK_CACHE_SECONDS, "0")
-    try:
-        cache_seconds = parse_decimal(cache_text)
-    except ValueError as exc:
-        raise ConfigurationError(f"{MARK_CACHE_SECONDS}: {exc}") from exc
-    if not Decimal(0) <= cache_seconds <= Decimal(60):
-        raise ConfigurationError(
-            f"{MARK_CACHE_SECONDS} must be between 0 and 60 seconds, got {cache_text}"
-        )
-    batch_text = get(MARKS_FANOUT_BATCH, "200")
-    if not batch_text.isdigit() or not 1 <= int(batch_text) <= 5000:
-        raise ConfigurationError(
-            f"{MARKS_FANOUT_BATCH} must be an integer from 1 to 5000, got {batch_text}"
-        )
+    marks_queue = _queue(env, MARKS_QUEUE, "marks")
     return Settings(
-        marks_fanout_queue=get(MARKS_FANOUT_QUEUE, get(MARKS_QUEUE, "marks") + "-fanout"),
-        marks_fanout_batch=int(batch_text),
-        stale_mark_after_seconds=int(stale_text),
+        marks_fanout_queue=_queue(env, MARKS_FANOUT_QUEUE, marks_queue + "-fanout"),
+        marks_fanout_batch=batch,
+        stale_mark_after_seconds=stale,
         mark_cache_seconds=float(cache_seconds),
-        trades_queue=get(TRADES_QUEUE, "trades"),
-        marks_queue=get(MARKS_QUEUE, "marks"),
-        alerts_queue=get(ALERTS_QUEUE, "alerts"),
-        cosmos_endpoint=env.get(COSMOS_ENDPOINT) or None,
+        trades_queue=_queue(env, TRADES_QUEUE, "trades"),
+        marks_queue=marks_queue,
+        alerts_queue=_queue(env, ALERTS_QUEUE, "alerts"),
+        azure_sdk_log_level=level,
+        cosmos_endpoint=endpoint,
         cosmos_key=env.get(COSMOS_KEY) or None,
         cosmos_database=get(COSMOS_DATABASE, "tradeguard"),
         instruments_file=Path(get(INSTRUMENTS_FILE, str(SHIPPED_CATALOG))),

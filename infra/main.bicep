@@ -67,6 +67,9 @@ param marksQueue string = 'marks'
 param marksFanoutQueue string = 'marks-fanout'
 @description('Accounts one invocation re-values for a mark; the rest go to marksFanoutQueue in units of this many.')
 param marksFanoutBatch string = '200'
+@description('Level of the Azure SDK loggers (their HTTP logs are INFO): WARNING keeps them out of Application Insights.')
+@allowed(['DEBUG', 'INFO', 'WARNING', 'ERROR'])
+param azureSdkLogLevel string = 'WARNING'
 param alertsQueue string = 'alerts'
 param cosmosDatabase string = 'tradeguard'
 param riskMarginCallRatio string = '0.80'
@@ -108,6 +111,7 @@ module resources 'resources.bicep' = {
     marksQueue: marksQueue
     marksFanoutQueue: marksFanoutQueue
     marksFanoutBatch: marksFanoutBatch
+    azureSdkLogLevel: azureSdkLogLevel
     alertsQueue: alertsQueue
     cosmosDatabase: cosmosDatabase
     riskMarginCallRatio: riskMarginCallRatio

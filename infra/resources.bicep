@@ -33,6 +33,7 @@ param tradesQueue string = 'trades'
 param marksQueue string = 'marks'
 param marksFanoutQueue string = 'marks-fanout'
 param marksFanoutBatch string = '200'
+param azureSdkLogLevel string = 'WARNING'
 param alertsQueue string = 'alerts'
 param cosmosDatabase string = 'tradeguard'
 param riskMarginCallRatio string = '0.80'
@@ -142,6 +143,7 @@ module app 'modules/functionapp.bicep' = {
       MARKS_QUEUE: marksQueue
       MARKS_FANOUT_QUEUE: marksFanoutQueue
       MARKS_FANOUT_BATCH: marksFanoutBatch
+      AZURE_SDK_LOG_LEVEL: azureSdkLogLevel
       ALERTS_QUEUE: alertsQueue
       COSMOS_ENDPOINT: cosmos.outputs.endpoint
       COSMOS_DATABASE: cosmosDatabase

@@ -65,7 +65,7 @@ def resolve_connection(settings: Mapping[str, str], name: str) -> tuple[str, str
     if account:
         return "account_url", f"https://{account}.queue.core.windows.net"
     raise ConfigurationError(
-        f"storage connection {name!r} is not set (neither {name} nor {name}__queueServiceUri)"
+        f"is not set (neither {name} nor {name}__queueServiceUri / __accountName)", name
     )
 
 

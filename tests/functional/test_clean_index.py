@@ -151,9 +151,18 @@ def deployed_copy(target: Path) -> Path:
     return target
 
 
+#: The settings without which the app refuses to load (storage and Cosmos DB).
+REQUIRED_SETTINGS = {
+    "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+    "COSMOS_ENDPOINT": "https://127.0.0.1:8081/",
+}
+
+
 def probe(venv: Path, app_dir: Path) -> subprocess.CompletedProcess[str]:
-    """Index ``app_dir`` with the clean interpreter, in an empty environment."""
+    """Index ``app_dir`` with the clean interpreter, in an environment of the required
+    settings only."""
     env = {"PATH": os.defpath, "PYTHONNOUSERSITE": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    env |= REQUIRED_SETTINGS  # what a deployment always sets (the app checks it at import)
     return subprocess.run(
         [str(_venv_python(venv)), "-I", "-c", PROBE, str(app_dir)],
         cwd=app_dir,

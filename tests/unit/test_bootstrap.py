@@ -35,7 +35,7 @@ def built(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Deps]]:
         return deps
 
     monkeypatch.setattr(bootstrap, "_build", fake_build)
-    monkeypatch.setattr(bootstrap, "_configuration", lambda: (object(), object()))
+    monkeypatch.setattr(bootstrap, "configuration", lambda: (object(), object()))
     bootstrap.reset()
     yield made
     bootstrap.reset()

@@ -61,7 +61,7 @@ SETTING_NAMES = sorted(
 def test_the_setting_names_are_the_settings_modules() -> None:
     assert "STALE_MARK_AFTER_SECONDS" in SETTING_NAMES
     assert "AzureWebJobsStorage" in SETTING_NAMES
-    assert len(SETTING_NAMES) == 15  # v2: MARKS_FANOUT_QUEUE, MARKS_FANOUT_BATCH
+    assert len(SETTING_NAMES) == 16  # + MARKS_FANOUT_QUEUE, MARKS_FANOUT_BATCH, AZURE_SDK_LOG_LEVEL
 
 
 @pytest.mark.parametrize("name", SETTING_NAMES)
@@ -92,6 +92,7 @@ def test_settings_defaults_match_the_codes() -> None:
     assert float(params["markCacheSeconds"]) == defaults.mark_cache_seconds
     assert params["marksFanoutQueue"] == defaults.marks_fanout_queue
     assert int(params["marksFanoutBatch"]) == defaults.marks_fanout_batch
+    assert params["azureSdkLogLevel"] == defaults.azure_sdk_log_level
     assert params["instrumentsFile"] == ""
     # The values given are accepted by the code as they are.
     loaded = app_settings.load_settings(
