@@ -79,10 +79,22 @@ def _parser() -> argparse.ArgumentParser:
         "--verbose", "-v", action="store_true", default=argparse.SUPPRESS, help="debug logging"
     )
 
-    services = commands.add_parser("services", help="local Azurite and Cosmos DB stand-ins")
+    services = commands.add_parser(
+        "services", help="local Azurite (blob, queue, table) and Cosmos DB stand-ins"
+    )
     actions = services.add_subparsers(dest="action", required=True)
     start = actions.add_parser("start", help="start both services (reuses running ones)")
     start.add_argument("--queue-port", type=int, help="Azurite queue port (default 10001)")
+    start.add_argument(
+        "--blob-port",
+        type=int,
+        help="Azurite blob port (default 10000 next to queue port 10001, else a free port)",
+    )
+    start.add_argument(
+        "--table-port",
+        type=int,
+        help="Azurite table port (default 10002 next to queue port 10001, else a free port)",
+    )
     start.add_argument("--cosmos-port", type=int, help="Cosmos DB port (default 8081)")
     start.add_argument(
         "--cosmos-latency-ms",
@@ -137,7 +149,12 @@ def _services(args: argparse.Namespace) -> int:
     try:
         if args.action == "start":
             started = services.start(
-                run_dir, args.queue_port, args.cosmos_port, args.cosmos_latency_ms
+                run_dir,
+                args.queue_port,
+                args.cosmos_port,
+                args.cosmos_latency_ms,
+                blob_port=args.blob_port,
+                table_port=args.table_port,
             )
             values = started.settings()
             if args.format == "json":
