@@ -57,17 +57,18 @@ def _latency_ms(text: str) -> str:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m devhost",
-        description="Local queue-trigger host and helpers for tradeguard.",
+        description="Local queue- and timer-trigger host and helpers for tradeguard.",
     )
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="serve the app's queue-triggered functions")
+    run = commands.add_parser("run", help="serve the app's queue- and timer-triggered functions")
     _settings_arguments(run)
     run.add_argument(
         "--drain",
         action="store_true",
-        help="exit 0 once every trigger queue is empty and nothing is in flight",
+        help="exit 0 once every trigger queue is empty and nothing is in flight (timers do "
+        "not run)",
     )
     run.add_argument(
         "--timeout",
