@@ -116,6 +116,12 @@ def _parser() -> argparse.ArgumentParser:
         help="default: by the line's type (MARK/MARKS -> MARKS_QUEUE, else TRADES_QUEUE)",
     )
     send.add_argument("--encoding", choices=("base64", "none"), default="base64")
+    send.add_argument(
+        "--raw",
+        action="store_true",
+        help="send every line's bytes as they are (blank lines too), JSON or not: for "
+        "hostile input (default: each non-blank line must be a JSON object)",
+    )
     send.add_argument("--concurrency", type=int, default=8, help="parallel sends (default 8)")
     _settings_arguments(send)
 
@@ -208,6 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             queue=args.queue,
             encoding=args.encoding,
             concurrency=args.concurrency,
+            raw=args.raw,
             app_dir=args.app_dir,
             settings_file=args.settings,
         )
