@@ -75,6 +75,7 @@ class _HeldByOthers:
         if now - self._checked < _HELD_CHECK_INTERVAL:
             return
         self._checked = now
+        before = self._ledger.activity
         held: dict[str, tuple[int, int]] = {}
         for name, count in counts.items():
             if count <= 0:
@@ -86,6 +87,8 @@ class _HeldByOthers:
             others = count - visible - self._ledger.invisible_ours(name)
             if others > 0:
                 held[name] = (others, count)
+        if self._ledger.activity != before or not self._ledger.quiet():
+            return  # this host received meanwhile: its own messages may be among them
         if not held:
             self._since = None
             self.summary = ""

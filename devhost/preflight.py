@@ -72,6 +72,15 @@ def _reason(exc: BaseException) -> str:
     return (text.strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
+_START_SERVICES = "; to start the local services: python -m devhost services start"
+
+
+def _hint(url: str, exc: BaseException) -> str:
+    """For a refused connection to this machine: how to start the local services."""
+    host = urllib.parse.urlsplit(url).hostname or ""
+    return _START_SERVICES if _loopback(host) and _reason(exc) == "connection refused" else ""
+
+
 def _bounded(check: Callable[[], None], seconds: float, what: str) -> None:
     """Run ``check`` in a daemon thread; give up after ``seconds``.
 
@@ -142,6 +151,7 @@ def check_storage(
     except ServiceRequestError as exc:
         raise PreflightError(
             f"{label}: cannot reach {endpoint} within {timeout:g} s ({_reason(exc)})"
+            f"{_hint(endpoint, exc)}"
         ) from None
     except ServiceResponseError as exc:
         raise PreflightError(
@@ -278,6 +288,7 @@ def check_cosmos(settings: SourcedSettings, timeout: float = CHECK_TIMEOUT) -> N
     except (ConnectionError, socket.gaierror) as exc:
         raise PreflightError(
             f"{label}: cannot reach {where} within {timeout:g} s ({_reason(exc)})"
+            f"{_hint(where, exc)}"
         ) from None
     except TimeoutError:
         raise PreflightError(f"{label}: no answer from {where} within {timeout:g} s") from None

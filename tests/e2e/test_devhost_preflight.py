@@ -61,6 +61,7 @@ def test_a_storage_port_nothing_listens_on_from_the_settings_file(
         f"refusing to start: AzureWebJobsStorage (from {settings}): cannot reach "
         f"http://127.0.0.1:{port} within 5 s (connection refused)"
     ) in line
+    assert line.endswith("; to start the local services: python -m devhost services start")
     assert seconds < SECONDS
     assert "'drain'" not in run.stderr
 
