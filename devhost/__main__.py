@@ -57,17 +57,18 @@ def _latency_ms(text: str) -> str:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m devhost",
-        description="Local queue-trigger host and helpers for tradeguard.",
+        description="Local queue- and timer-trigger host and helpers for tradeguard.",
     )
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="serve the app's queue-triggered functions")
+    run = commands.add_parser("run", help="serve the app's queue- and timer-triggered functions")
     _settings_arguments(run)
     run.add_argument(
         "--drain",
         action="store_true",
-        help="exit 0 once every trigger queue is empty and nothing is in flight",
+        help="exit 0 once every trigger queue is empty and nothing is in flight (timers do "
+        "not run)",
     )
     run.add_argument(
         "--timeout",
@@ -79,10 +80,22 @@ def _parser() -> argparse.ArgumentParser:
         "--verbose", "-v", action="store_true", default=argparse.SUPPRESS, help="debug logging"
     )
 
-    services = commands.add_parser("services", help="local Azurite and Cosmos DB stand-ins")
+    services = commands.add_parser(
+        "services", help="local Azurite (blob, queue, table) and Cosmos DB stand-ins"
+    )
     actions = services.add_subparsers(dest="action", required=True)
     start = actions.add_parser("start", help="start both services (reuses running ones)")
     start.add_argument("--queue-port", type=int, help="Azurite queue port (default 10001)")
+    start.add_argument(
+        "--blob-port",
+        type=int,
+        help="Azurite blob port (default 10000 next to queue port 10001, else a free port)",
+    )
+    start.add_argument(
+        "--table-port",
+        type=int,
+        help="Azurite table port (default 10002 next to queue port 10001, else a free port)",
+    )
     start.add_argument("--cosmos-port", type=int, help="Cosmos DB port (default 8081)")
     start.add_argument(
         "--cosmos-latency-ms",
@@ -103,6 +116,12 @@ def _parser() -> argparse.ArgumentParser:
         help="default: by the line's type (MARK/MARKS -> MARKS_QUEUE, else TRADES_QUEUE)",
     )
     send.add_argument("--encoding", choices=("base64", "none"), default="base64")
+    send.add_argument(
+        "--raw",
+        action="store_true",
+        help="send every line's bytes as they are (blank lines too), JSON or not: for "
+        "hostile input (default: each non-blank line must be a JSON object)",
+    )
     send.add_argument("--concurrency", type=int, default=8, help="parallel sends (default 8)")
     _settings_arguments(send)
 
@@ -138,7 +157,12 @@ def _services(args: argparse.Namespace) -> int:
     try:
         if args.action == "start":
             started = services.start(
-                run_dir, args.queue_port, args.cosmos_port, args.cosmos_latency_ms
+                run_dir,
+                args.queue_port,
+                args.cosmos_port,
+                args.cosmos_latency_ms,
+                blob_port=args.blob_port,
+                table_port=args.table_port,
             )
             values = started.settings()
             if args.format == "json":
@@ -191,6 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             queue=args.queue,
             encoding=args.encoding,
             concurrency=args.concurrency,
+            raw=args.raw,
             app_dir=args.app_dir,
             settings_file=args.settings,
         )

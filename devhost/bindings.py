@@ -8,7 +8,9 @@ outputs back to queue messages.
   ``FromBase64String`` reads it, ``none`` as UTF-8 text);
 - queue output bindings and ``$return`` are written after the function returns: a string
   is one message, a list one message per element, JSON-object bodies get
-  ``$AzureWebJobsParentId`` and every body is encoded per ``messageEncoding``.
+  ``$AzureWebJobsParentId`` and every body is encoded per ``messageEncoding``;
+- a function that returns a value without a ``$return`` binding fails, as in the worker;
+- a timer function gets the ``azure.functions.TimerRequest`` the timer listener built.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from azure.functions import _abc as azf_abc
 from azure.functions.queue import QueueMessage as FunctionQueueMessage
 from azure.storage.queue import QueueMessage as StorageMessage
 
-from devhost.indexing import QueueFunction, QueueOutput
+from devhost.indexing import QueueFunction, QueueOutput, TimerFunction
 
 __all__ = [
     "PARENT_ID_FIELD",
@@ -39,6 +41,7 @@ __all__ = [
     "decode_body",
     "encode_output",
     "invoke",
+    "invoke_timer",
     "output_bodies",
     "stamp_parent_id",
     "write_outputs",
@@ -252,6 +255,49 @@ def output_bodies(param: str, value: Any) -> list[bytes | str]:
 # --------------------------------------------------------------------------- invocation
 
 
+def _check_return(function: QueueFunction | TimerFunction, result: Any) -> None:
+    """The worker's rule: a function without a ``$return`` binding must return None.
+
+    Raises:
+        RuntimeError: it returned something else (the invocation fails, as in Azure).
+    """
+    if result is not None and function.return_output is None:
+        raise RuntimeError(
+            f"function {function.name!r} without a $return binding returned a non-None value"
+        )
+
+
+async def _call(
+    function: QueueFunction | TimerFunction,
+    arguments: dict[str, Any],
+    invocation_id: str,
+    function_directory: str,
+    executor: Executor,
+) -> list[tuple[QueueOutput, Any]]:
+    """Add ``context`` and the ``Out`` parameters to ``arguments``, call the function (a
+    sync one in ``executor``, an ``async def`` one on the running loop) and return each
+    queue output binding (``$return`` last) with the value the function gave it."""
+    outs = {output.param: _Out() for output in function.outputs}
+    arguments.update(outs)
+    if function.context_param:
+        arguments[function.context_param] = _Context(
+            invocation_id, function.name, function_directory
+        )
+    if function.is_async:
+        result = await function.func(**arguments)
+    else:
+        context = contextvars.copy_context()
+        call = functools.partial(context.run, function.func, **arguments)
+        result = await asyncio.get_running_loop().run_in_executor(executor, call)
+    _check_return(function, result)
+    produced: list[tuple[QueueOutput, Any]] = [
+        (output, outs[output.param].get()) for output in function.outputs
+    ]
+    if function.return_output is not None:
+        produced.append((function.return_output, result))
+    return produced
+
+
 async def invoke(
     function: QueueFunction,
     message: StorageMessage,
@@ -268,6 +314,7 @@ async def invoke(
     it (``None`` when it set nothing).
 
     Raises:
+        RuntimeError: the function returned a value but has no ``$return`` binding.
         Exception: whatever the function raises.
     """
     arguments: dict[str, Any] = {}
@@ -278,24 +325,25 @@ async def invoke(
     else:
         metadata = {name: getattr(message, field) for name, field in _TRIGGER_METADATA.items()}
         arguments[function.trigger_param] = _QUEUE_MESSAGE(body=body, **metadata)
-    outs = {output.param: _Out() for output in function.outputs}
-    arguments.update(outs)
-    if function.context_param:
-        arguments[function.context_param] = _Context(
-            invocation_id, function.name, function_directory
-        )
-    if function.is_async:
-        result = await function.func(**arguments)
-    else:
-        context = contextvars.copy_context()
-        call = functools.partial(context.run, function.func, **arguments)
-        result = await asyncio.get_running_loop().run_in_executor(executor, call)
-    produced: list[tuple[QueueOutput, Any]] = [
-        (output, outs[output.param].get()) for output in function.outputs
-    ]
-    if function.return_output is not None:
-        produced.append((function.return_output, result))
-    return produced
+    return await _call(function, arguments, invocation_id, function_directory, executor)
+
+
+async def invoke_timer(
+    function: TimerFunction,
+    request: func.TimerRequest,
+    invocation_id: str,
+    *,
+    function_directory: str,
+    executor: Executor,
+) -> list[tuple[QueueOutput, Any]]:
+    """Call a timer function with ``request`` as its trigger argument; as :func:`invoke`.
+
+    Raises:
+        RuntimeError: the function returned a value but has no ``$return`` binding.
+        Exception: whatever the function raises.
+    """
+    arguments: dict[str, Any] = {function.trigger_param: request}
+    return await _call(function, arguments, invocation_id, function_directory, executor)
 
 
 async def write_outputs(

@@ -17,6 +17,10 @@ Storage Queues extension's semantics (QueueListener / QueueProcessor / QueuesOpt
   message is deleted, one message per string of a list, with ``$AzureWebJobsParentId``
   stamped into JSON-object bodies.
 
+Timer-triggered functions run on their NCRONTAB schedules (:mod:`devhost.timers`), except
+with ``--drain``. Before anything is polled, the storage connections and the Cosmos DB
+endpoint are checked with one short request each (:mod:`devhost.preflight`).
+
 Sync functions run in a thread pool, ``async def`` functions on the event loop; queue I/O uses
 ``azure.storage.queue.aio`` with one service client per connection setting.
 
@@ -36,6 +40,7 @@ import logging
 import os
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -52,12 +57,19 @@ from devhost.bindings import stamp_parent_id as stamp_parent_id
 from devhost.drain import wait_drained
 from devhost.hostjson import HostJsonError, QueuesOptions, load_queues_options
 from devhost.indexing import FunctionLoadError, IndexedApp, index_app
-from devhost.ledger import Ledger
+from devhost.ledger import HELD_DIR, Ledger
 from devhost.listener import DEFAULT_LEASE_SECONDS, Listener
 from devhost.listener import MIN_POLLING_INTERVAL as MIN_POLLING_INTERVAL
+from devhost.preflight import PreflightError, check_cosmos, check_storage
 from devhost.processor import Shared
-from devhost.queues import HostError, OutageLog, QueueClients
-from devhost.settings_file import SettingsError, apply_to_environ, load_settings
+from devhost.queues import HostError, OutageLog, QueueClients, describe_error
+from devhost.settings_file import (
+    SettingsError,
+    SourcedSettings,
+    apply_to_environ,
+    load_sourced_settings,
+)
+from devhost.timers import TimerListener
 
 __all__ = [
     "EXIT_NOT_DRAINED",
@@ -99,12 +111,14 @@ class Host:
         self.lease_seconds = max(2, int(lease_seconds))
         self.queues = QueueClients(self.settings, self._notify)
         self._listeners: list[Listener] = []
+        self._timers: list[TimerListener] = []
         self._stop = asyncio.Event()
-        self._ledger = Ledger()
+        self._ledger = Ledger(held_file=app_dir / HELD_DIR / f"{os.getpid()}.json")
         self._outages = OutageLog()
         self._created: set[tuple[str, str]] = set()
         self._signals = 0
         sync_parallelism = sum(options.parallelism for f in app.queue_functions if not f.is_async)
+        sync_parallelism += sum(1 for f in app.timer_functions if not f.is_async)
         threads = self.settings.get("PYTHON_THREADPOOL_THREAD_COUNT", "").strip()
         workers = int(threads) if threads.isdigit() and int(threads) > 0 else sync_parallelism
         self._executor = ThreadPoolExecutor(
@@ -118,7 +132,8 @@ class Host:
                 listener.wake.set()
 
     async def run(self) -> int:
-        """Serve until stopped (exit 0) or, with ``drain``, until drained.
+        """Serve until stopped (exit 0) or, with ``drain``, until drained (timers do not
+        run then).
 
         Returns:
             0 when stopped or drained; 1 when draining left messages stuck failing on a
@@ -137,9 +152,19 @@ class Host:
             self.app_dir,
             self.lease_seconds,
         )
+        started = time.monotonic()
         self._listeners.extend(Listener(f, shared) for f in self.app.queue_functions)
         for name, reason in self.app.skipped:
             logger.info("skipping function %s: %s", name, reason)
+        for timer in self.app.timer_functions:
+            if self.drain:
+                logger.info(
+                    "not running timer %s with --drain (schedule %r)",
+                    timer.name,
+                    timer.schedule.expression,
+                )
+            else:
+                self._timers.append(TimerListener(timer, shared))
         await self._create_trigger_queues()
         self._install_signal_handlers()
         o = self.options
@@ -164,16 +189,23 @@ class Host:
             o.message_encoding,
         )
         pollers = [asyncio.create_task(listener.poll()) for listener in self._listeners]
+        pollers.extend(asyncio.create_task(timer.run()) for timer in self._timers)
         exit_code = EXIT_OK
         try:
             if self.drain:
+                remaining = (
+                    None
+                    if self.timeout is None
+                    else max(0.0, self.timeout - (time.monotonic() - started))
+                )
                 drained = await wait_drained(
                     self._listeners,
                     self._ledger,
                     self.options,
                     stop=self._stop,
                     outages=self._outages,
-                    timeout=self.timeout,
+                    timeout=remaining,
+                    reported_timeout=self.timeout,
                 )
                 exit_code = EXIT_OK if drained else EXIT_NOT_DRAINED
             else:
@@ -210,7 +242,8 @@ class Host:
         logger.info(
             "%s: stopping; finishing %d in-flight invocation(s)",
             signal.Signals(signum).name,
-            sum(listener.in_flight for listener in self._listeners),
+            sum(listener.in_flight for listener in self._listeners)
+            + sum(timer.in_flight for timer in self._timers),
         )
         self._stop.set()
 
@@ -221,9 +254,12 @@ class Host:
                 continue
             self._created.add(key)
             try:
-                await self.queues.create(listener.queue)
+                # One attempt: the listener creates a missing queue when it polls anyway.
+                await self.queues.create(listener.queue, retry=False)
             except Exception as exc:  # storage down: the listener retries
-                logger.warning("could not create queue %r: %s", listener.queue.queue_name, exc)
+                logger.warning(
+                    "could not create queue %r: %s", listener.queue.queue_name, describe_error(exc)
+                )
 
     async def _close(self) -> None:
         await self.queues.close()
@@ -265,6 +301,44 @@ def _lease_seconds(settings: Mapping[str, str]) -> int:
     return int(text) if text.isdigit() and int(text) >= 2 else DEFAULT_LEASE_SECONDS
 
 
+def _connections(app: IndexedApp) -> list[str]:
+    """Every storage connection the app's served functions use, in order, once each."""
+    names: list[str] = []
+    for function in app.queue_functions:
+        names.append(function.connection)
+        names.extend(output.connection for output in function.outputs)
+        if function.return_output is not None:
+            names.append(function.return_output.connection)
+    for timer in app.timer_functions:
+        names.extend(output.connection for output in timer.outputs)
+        if timer.return_output is not None:
+            names.append(timer.return_output.connection)
+    return list(dict.fromkeys(names))
+
+
+#: The setting that turns the start-up checks off (``off``, ``false`` or ``0``): for outage
+#: tests that start the host against a service that is down on purpose.
+CHECKS_SETTING = "DEVHOST_STARTUP_CHECKS"
+
+
+def preflight(app: IndexedApp, settings: SourcedSettings) -> None:
+    """Check every storage connection the app uses and its Cosmos DB endpoint (unless
+    ``DEVHOST_STARTUP_CHECKS`` is ``off``).
+
+    Raises:
+        PreflightError: one of them is missing, unreachable or refuses the key.
+    """
+    if (settings.values.get(CHECKS_SETTING) or "").strip().lower() in ("off", "false", "0"):
+        logger.warning(
+            "start-up checks are off (%s): storage and Cosmos DB are not checked",
+            settings.described(CHECKS_SETTING),
+        )
+        return
+    for connection in _connections(app):
+        check_storage(settings, connection)
+    check_cosmos(settings)
+
+
 def run(
     app_dir: Path | None = None,
     settings_file: Path | None = None,
@@ -272,23 +346,26 @@ def run(
     drain: bool = False,
     timeout: float | None = None,
 ) -> int:
-    """Load settings, host.json and the app, then serve it; the ``run`` command.
+    """Load settings, host.json and the app, check storage and Cosmos DB, then serve it;
+    the ``run`` command.
 
     Returns the process exit code: 0 served/drained, 1 not drained, 2 refused (settings,
-    host.json, import or indexing error — reported before any message is received).
+    host.json, import, indexing, or a storage or Cosmos DB check — reported before any
+    message is received).
     """
     directory = (app_dir or Path.cwd()).resolve()
     try:
-        settings = load_settings(directory, settings_file)
-        apply_to_environ(settings)
+        sourced = load_sourced_settings(directory, settings_file)
+        apply_to_environ(sourced.values)
         options = load_queues_options(directory)
         app = load_app(directory)
         indexed = index_app(app, os.environ)
-    except (SettingsError, HostJsonError, HostError, FunctionLoadError) as exc:
+        preflight(indexed, sourced)
+    except (SettingsError, HostJsonError, HostError, FunctionLoadError, PreflightError) as exc:
         logger.error("refusing to start: %s", exc)
         return EXIT_REFUSED
-    if not indexed.queue_functions:
-        logger.warning("no queue-triggered functions in %s", directory)
+    if not indexed.queue_functions and not indexed.timer_functions:
+        logger.warning("no queue- or timer-triggered functions in %s", directory)
     host = Host(
         indexed,
         options,
@@ -299,10 +376,8 @@ def run(
         lease_seconds=_lease_seconds(os.environ),
     )
     try:
-        for function in indexed.queue_functions:  # fail fast on a missing connection
-            host.queues.service(function.connection)
-            for output in function.outputs:
-                host.queues.service(output.connection)
+        for connection in _connections(indexed):  # fail fast on a missing connection
+            host.queues.service(connection)
         return asyncio.run(host.run())
     except HostError as exc:
         logger.error("refusing to start: %s", exc)

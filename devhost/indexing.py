@@ -10,23 +10,28 @@ devhost loads also loads in Azure.
 from __future__ import annotations
 
 import inspect
+import itertools
 import json
 import logging
 import re
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal, cast
 
 import azure.functions as func
 from azure.functions import _abc as azf_abc
 from azure.functions import meta
 
+from devhost.ncrontab import CronSchedule, ScheduleError, parse_schedule
+
 __all__ = [
     "FunctionLoadError",
     "IndexedApp",
     "QueueFunction",
     "QueueOutput",
+    "TimerFunction",
     "index_app",
     "resolve_expression",
     "validate_queue_name",
@@ -37,7 +42,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_CONNECTION = "AzureWebJobsStorage"
 _SETTING_EXPRESSION = re.compile(r"%([^%]+)%")
 _QUEUE_NAME = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$")
-_SERVED_TRIGGERS = {"queueTrigger"}
+_SERVED_TRIGGERS = {"queueTrigger", "timerTrigger"}
+#: The host monitors (persists the status of) a schedule that recurs at most once a minute
+#: unless the function says otherwise (``useMonitor``).
+_MONITOR_MIN_INTERVAL = 60.0
 TriggerKind = Literal["message", "str", "bytes"]
 
 
@@ -76,11 +84,28 @@ class QueueFunction:
 
 
 @dataclass(frozen=True)
+class TimerFunction:
+    """A timer-triggered function, its schedule parsed (``%SETTING%`` resolved)."""
+
+    name: str
+    func: Callable[..., Any]
+    is_async: bool
+    trigger_param: str
+    schedule: CronSchedule
+    run_on_startup: bool
+    use_monitor: bool
+    outputs: tuple[QueueOutput, ...]
+    return_output: QueueOutput | None
+    context_param: str | None
+
+
+@dataclass(frozen=True)
 class IndexedApp:
     """What devhost serves, and what it skips (function name, reason)."""
 
     queue_functions: tuple[QueueFunction, ...]
     skipped: tuple[tuple[str, str], ...]
+    timer_functions: tuple[TimerFunction, ...] = ()
 
 
 def resolve_expression(text: str, settings: Mapping[str, str], function_name: str) -> str:
@@ -282,14 +307,17 @@ def _queue_binding(
     return queue_name, connection
 
 
-def _queue_function(
+def _output_bindings(
     name: str,
-    function: Callable[..., Any],
     bindings: list[dict[str, Any]],
-    context_param: str | None,
+    trigger: Mapping[str, Any],
     settings: Mapping[str, str],
-) -> QueueFunction:
-    trigger = next(b for b in bindings if b.get("type") == "queueTrigger")
+) -> tuple[tuple[QueueOutput, ...], QueueOutput | None]:
+    """The queue output bindings of a function (``$return`` apart).
+
+    Raises:
+        FunctionLoadError: a binding other than the trigger and queue outputs.
+    """
     outputs: list[QueueOutput] = []
     return_output: QueueOutput | None = None
     for binding in bindings:
@@ -301,7 +329,7 @@ def _queue_function(
                 name,
                 f"devhost cannot serve binding {binding.get('name')!r} of type "
                 f"{binding.get('type')!r} (direction {binding.get('direction')}); it serves "
-                "queue triggers with queue output bindings only",
+                "queue and timer triggers with queue output bindings only",
             )
         queue_name, connection = _queue_binding(name, binding, settings)
         output = QueueOutput(str(binding["name"]), queue_name, connection)
@@ -309,6 +337,18 @@ def _queue_function(
             return_output = output
         else:
             outputs.append(output)
+    return tuple(outputs), return_output
+
+
+def _queue_function(
+    name: str,
+    function: Callable[..., Any],
+    bindings: list[dict[str, Any]],
+    context_param: str | None,
+    settings: Mapping[str, str],
+) -> QueueFunction:
+    trigger = next(b for b in bindings if b.get("type") == "queueTrigger")
+    outputs, return_output = _output_bindings(name, bindings, trigger, settings)
     queue_name, connection = _queue_binding(name, trigger, settings)
     trigger_param = str(trigger["name"])
     hints = _type_hints(function)
@@ -321,7 +361,62 @@ def _queue_function(
         trigger_kind=kind,
         queue_name=queue_name,
         connection=connection,
-        outputs=tuple(outputs),
+        outputs=outputs,
+        return_output=return_output,
+        context_param=context_param,
+    )
+
+
+def _flag(name: str, binding: Mapping[str, Any], key: str) -> bool | None:
+    value = binding.get(key)
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise FunctionLoadError(name, f"{key} must be true or false, got {value!r}")
+
+
+def _monitored_by_default(schedule: CronSchedule) -> bool:
+    """The host's default for ``useMonitor``: true unless the schedule recurs more often
+    than once a minute."""
+    upcoming = schedule.occurrences(datetime.now(UTC), 4)
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(upcoming)]
+    return not gaps or min(gaps) >= _MONITOR_MIN_INTERVAL
+
+
+def _timer_function(
+    name: str,
+    function: Callable[..., Any],
+    bindings: list[dict[str, Any]],
+    context_param: str | None,
+    settings: Mapping[str, str],
+) -> TimerFunction:
+    """Resolve and parse a timer trigger's schedule.
+
+    Raises:
+        FunctionLoadError: the schedule does not resolve or is not an NCRONTAB expression,
+            or the function has a binding devhost cannot serve.
+    """
+    trigger = next(b for b in bindings if b.get("type") == "timerTrigger")
+    raw = trigger.get("schedule")
+    if not isinstance(raw, str) or not raw.strip():
+        raise FunctionLoadError(name, "the timer trigger has no schedule")
+    text = resolve_expression(raw, settings, name)
+    try:
+        schedule = parse_schedule(text.strip())
+    except ScheduleError as exc:
+        raise FunctionLoadError(name, f"invalid timer schedule: {exc}") from None
+    outputs, return_output = _output_bindings(name, bindings, trigger, settings)
+    use_monitor = _flag(name, trigger, "useMonitor")
+    return TimerFunction(
+        name=name,
+        func=function,
+        is_async=inspect.iscoroutinefunction(function),
+        trigger_param=str(trigger["name"]),
+        schedule=schedule,
+        run_on_startup=bool(_flag(name, trigger, "runOnStartup")),
+        use_monitor=_monitored_by_default(schedule) if use_monitor is None else use_monitor,
+        outputs=outputs,
         return_output=return_output,
         context_param=context_param,
     )
@@ -335,15 +430,15 @@ class _AuthLevelNoise(logging.Filter):
 
 
 def index_app(app: func.FunctionApp, settings: Mapping[str, str]) -> IndexedApp:
-    """Validate every function of ``app`` and resolve its queue-triggered ones.
+    """Validate every function of ``app`` and resolve its queue- and timer-triggered ones.
 
     ``app.get_functions()`` is called exactly once (a second call raises in
     azure-functions). Functions with other triggers are validated and then skipped.
 
     Raises:
         FunctionLoadError: the app would not load in the real worker, a ``%SETTING%`` does
-            not resolve, a queue name is invalid, or a queue-triggered function has a
-            binding devhost cannot serve.
+            not resolve, a queue name is invalid, a timer's schedule is not an NCRONTAB
+            expression, or a served function has a binding devhost cannot serve.
     """
     noise = _AuthLevelNoise()
     root = logging.getLogger()
@@ -360,6 +455,7 @@ def index_app(app: func.FunctionApp, settings: Mapping[str, str]) -> IndexedApp:
             handler.removeFilter(noise)
 
     served: list[QueueFunction] = []
+    timers: list[TimerFunction] = []
     skipped: list[tuple[str, str]] = []
     for function in functions:
         name = function.get_function_name() or function.get_user_function().__name__
@@ -371,5 +467,8 @@ def index_app(app: func.FunctionApp, settings: Mapping[str, str]) -> IndexedApp:
         if trigger_type not in _SERVED_TRIGGERS:
             skipped.append((name, f"{trigger_type} functions are not served by devhost"))
             continue
+        if trigger_type == "timerTrigger":
+            timers.append(_timer_function(name, user_function, bindings, context_param, settings))
+            continue
         served.append(_queue_function(name, user_function, bindings, context_param, settings))
-    return IndexedApp(tuple(served), tuple(skipped))
+    return IndexedApp(tuple(served), tuple(skipped), tuple(timers))

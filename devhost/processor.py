@@ -32,12 +32,19 @@ from devhost.indexing import QueueFunction
 from devhost.ledger import Held, Ledger, Stuck
 from devhost.queues import OutageLog, QueueClients, is_pop_receipt_or_gone
 
-__all__ = ["POISON_SUFFIX", "Processor"]
+__all__ = ["POISON_SUFFIX", "Processor", "replay_hint"]
 
 # Log lines keep the logger name they had when all of devhost's host lived in devhost.host.
 logger = logging.getLogger("devhost.host")
 
 POISON_SUFFIX = "-poison"
+
+
+def replay_hint(queue: str) -> str:
+    """What to do about a message given up on ``queue`` or its poison queue: fix the cause,
+    then send the bodies back to the source queue with ``replay-poison``."""
+    source = queue.removesuffix(POISON_SUFFIX)
+    return f"fix the cause, then run `python -m devhost replay-poison --queue {source}`"
 
 
 class _Lease:
@@ -119,15 +126,19 @@ class Processor:
         outcome: str,
         started: float,
         level: int = logging.INFO,
+        gave_up: bool = False,
     ) -> None:
+        """One line per message; one that was given up on (poisoned, or left on a queue
+        without a poison queue) ends with what to do about it."""
         logger.log(
             level,
-            "%s message=%s dequeueCount=%s %s (%.0f ms)",
+            "%s message=%s dequeueCount=%s %s (%.0f ms)%s",
             self.function.name,
             message.id,
             message.dequeue_count,
             outcome,
             (time.monotonic() - started) * 1000,
+            f"; {replay_hint(self.function.queue_name)}" if gave_up else "",
         )
 
     async def handle(self, message: StorageMessage) -> None:
@@ -136,6 +147,7 @@ class Processor:
         function = self.function
         options = self._shared.options
         started = time.monotonic()
+        self._shared.ledger.delayed.pop(message.id, None)
         dequeue_count = int(message.dequeue_count or 0)
         raw = message.content if isinstance(message.content, str) else ""
         if dequeue_count > options.max_dequeue_count:
@@ -181,16 +193,37 @@ class Processor:
             logger.debug("%s failed:\n%s", function.name, trace)
         if self.poison is not None and dequeue_count >= options.max_dequeue_count:
             where = await self._to_poison(message, raw, lease.pop_receipt)
-            self._log(message, f"Poisoned (Failed: {summary}) {where}", started, logging.WARNING)
+            self._log(
+                message,
+                f"Poisoned (Failed: {summary}) {where}",
+                started,
+                logging.WARNING,
+                gave_up=True,
+            )
         else:
             await self._shared.queues.release(
                 self.queue, message.id, lease.pop_receipt, options.visibility_timeout
             )
-            self._log(message, f"Failed: {summary}", started, logging.WARNING)
+            if options.visibility_timeout > 0:
+                self._shared.ledger.delayed[message.id] = (
+                    function.queue_name,
+                    time.monotonic() + options.visibility_timeout,
+                )
             if self.poison is None and dequeue_count >= options.max_dequeue_count:
+                self._log(
+                    message,
+                    f"Failed: {summary}; stuck (maxDequeueCount {options.max_dequeue_count} "
+                    f"reached and {function.queue_name!r} has no poison queue: left there, "
+                    "not invoked again)",
+                    started,
+                    logging.WARNING,
+                    gave_up=True,
+                )
                 self._shared.ledger.stuck[message.id] = Stuck(
                     function.queue_name, message.id, dequeue_count, f"Failed: {summary}"
                 )
+            else:
+                self._log(message, f"Failed: {summary}", started, logging.WARNING)
         self._shared.ledger.activity += 1
 
     async def _give_up(self, message: StorageMessage, reason: str, started: float) -> None:
@@ -201,7 +234,13 @@ class Processor:
         if self.poison is not None:
             raw = message.content if isinstance(message.content, str) else ""
             where = await self._to_poison(message, raw, message.pop_receipt or "")
-            self._log(message, f"Poisoned ({reason}) {where}", started, logging.WARNING)
+            self._log(
+                message,
+                f"Poisoned ({reason}) {where}",
+                started,
+                logging.WARNING,
+                gave_up=True,
+            )
             ledger.activity += 1
             return
         known = message.id in ledger.stuck
@@ -212,13 +251,16 @@ class Processor:
             int(message.dequeue_count or 0),
             previous.reason if previous else reason,
         )
-        ledger.held[message.id] = Held(self.queue, message.pop_receipt or "")
+        ledger.hold(
+            message.id, Held(self.queue, message.pop_receipt or "", message.next_visible_on)
+        )
         if not known:
             self._log(
                 message,
                 f"Left on the queue ({reason}; {function.queue_name!r} has no poison queue)",
                 started,
                 logging.WARNING,
+                gave_up=True,
             )
 
     async def _to_poison(self, message: StorageMessage, raw: str, pop_receipt: str) -> str:

@@ -13,6 +13,7 @@ import binascii
 import contextlib
 import json
 import logging
+import re
 import sys
 from collections import Counter
 from collections.abc import Mapping
@@ -23,7 +24,8 @@ from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue.aio import QueueClient
 
 from devhost import present
-from devhost.settings_file import SettingsError, load_settings
+from devhost.preflight import PreflightError, check_storage
+from devhost.settings_file import SettingsError, load_settings, load_sourced_settings
 from handlers.adapters.storage import async_queue_service
 from handlers.errors import ConfigurationError
 
@@ -95,37 +97,137 @@ async def _send(
     return sent
 
 
+_BOM = b"\xef\xbb\xbf"
+_XML_INVALID = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+#: At most this many refused lines are named, then how many more there are.
+_SHOWN_REFUSALS = 10
+
+
+def _file_lines(data: bytes) -> list[tuple[int, bytes]]:
+    """The file's lines by number: split at LF only (a CR before it stays with the line; no
+    other character ends one), the LF that ends the last line dropped."""
+    parts = data.split(b"\n")
+    if parts[-1] == b"":
+        parts.pop()
+    return list(enumerate(parts, start=1))
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    return "a number"
+
+
+def _checked_line(number: int, raw: bytes) -> tuple[str | None, str | None]:
+    """``(text, None)`` for a line that is a JSON object (``(None, None)`` for a blank
+    one), ``(None, why)`` for one that is not."""
+    data = raw[len(_BOM) :] if number == 1 and raw.startswith(_BOM) else raw
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, f"not UTF-8 text (byte 0x{data[exc.start]:02x} at column {exc.start + 1})"
+    text = text.removesuffix("\r")
+    if not text.strip():
+        return None, None
+    try:
+        document = json.loads(text)
+    except ValueError as exc:
+        return None, f"not JSON ({exc})"
+    if not isinstance(document, dict):
+        return None, f"{_kind(document)}, not a JSON object"
+    return text, None
+
+
+def _encoded(text: str | None, raw: bytes, encoding: str) -> tuple[str | None, str | None]:
+    """``(content, None)`` as the message is sent, or ``(None, why)`` when ``none`` cannot
+    carry it (the queue's XML takes text without control characters)."""
+    if encoding == "base64":
+        data = raw if text is None else text.encode("utf-8")
+        return base64.b64encode(data).decode("ascii"), None
+    if text is None:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return None, (
+                f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
+                "--encoding none sends text, base64 sends any bytes"
+            )
+    bad = _XML_INVALID.search(text)
+    if bad is not None:
+        return None, (
+            f"holds U+{ord(bad.group()):04X} at column {bad.start() + 1}, which a queue "
+            "message cannot carry as text; --encoding base64 sends any bytes"
+        )
+    return text, None
+
+
 def send_command(
     path: Path,
     *,
     queue: str | None = None,
     encoding: str = "base64",
     concurrency: int = 8,
+    raw: bool = False,
     app_dir: Path | None = None,
     settings_file: Path | None = None,
     out: TextIO = sys.stdout,
 ) -> int:
-    """Send each non-empty line of ``path`` as one message; print how many went where.
+    """Send each line of ``path`` as one message; print how many went where.
 
-    With ``encoding`` base64 (the default) the line's UTF-8 text is base64-encoded, as
-    ``TextBase64EncodePolicy`` does; with ``none`` it is sent as it is.
+    Each non-blank line must be a JSON object; a file with any line that is not is refused
+    whole (exit 2, nothing sent), naming the lines. With ``raw`` every line is sent as it is
+    (its bytes, a CR before the LF included, blank lines as empty messages): for
+    hostile input. With ``encoding`` base64 (the default) the line's bytes are
+    base64-encoded, as ``TextBase64EncodePolicy`` does; with ``none`` its text is sent as it
+    is (a line that is not UTF-8 text, or holds a control character, is refused then).
 
-    Returns the exit code: 0 sent, 2 settings or file error, 1 a send failed.
+    Returns the exit code: 0 sent, 2 settings, file or line refused, 1 a send failed.
     """
     try:
-        settings = load_settings(app_dir, settings_file)
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (SettingsError, OSError, UnicodeDecodeError) as exc:
+        sourced = load_sourced_settings(app_dir, settings_file)
+        data = path.read_bytes()
+    except (SettingsError, OSError) as exc:
         logger.error("%s", exc)
         return 2
+    settings = sourced.values
     messages: list[tuple[int, str, str]] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
+    refused: list[str] = []
+    for number, line in _file_lines(data):
+        text: str | None = None
+        if not raw:
+            text, why = _checked_line(number, line)
+            if why is not None:
+                refused.append(f"{path} line {number}: {why}")
+                continue
+            if text is None:  # blank
+                continue
+        content, why = _encoded(text, line, encoding)
+        if why is not None or content is None:
+            refused.append(f"{path} line {number}: {why}")
             continue
-        content = line
-        if encoding == "base64":
-            content = base64.b64encode(line.encode("utf-8")).decode("ascii")
-        messages.append((number, queue_for_line(line, settings, queue), content))
+        routing = text if text is not None else line.decode("utf-8", errors="replace")
+        messages.append((number, queue_for_line(routing, settings, queue), content))
+    if refused:
+        for reason in refused[:_SHOWN_REFUSALS]:
+            logger.error("%s", reason)
+        more = len(refused) - _SHOWN_REFUSALS
+        logger.error(
+            "%snothing was sent from %s%s",
+            f"... and {more} more line(s); " if more > 0 else "",
+            path,
+            "" if raw else " (every line must be a JSON object; --raw sends lines as they are)",
+        )
+        return 2
+    if messages:
+        try:
+            check_storage(sourced, CONNECTION)
+        except PreflightError as exc:
+            logger.error("%s", exc)
+            return 2
     try:
         sent = asyncio.run(_send(settings, messages, concurrency))
     except ConfigurationError as exc:

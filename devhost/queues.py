@@ -17,7 +17,15 @@ from azure.storage.queue.aio import QueueClient, QueueServiceClient
 from handlers.adapters.storage import async_queue_service
 from handlers.errors import ConfigurationError
 
-__all__ = ["HostError", "OutageLog", "QueueClients", "is_pop_receipt_or_gone"]
+__all__ = [
+    "HostError",
+    "OutageLog",
+    "QueueClients",
+    "connection_setting",
+    "describe_error",
+    "error_code",
+    "is_pop_receipt_or_gone",
+]
 
 # Log lines keep the logger name they had when all of devhost's host lived in devhost.host.
 logger = logging.getLogger("devhost.host")
@@ -27,6 +35,39 @@ _OUTAGE_LOG_INTERVAL = 10.0
 
 class HostError(Exception):
     """devhost cannot start: bad settings, host.json, app or storage connection."""
+
+
+def _has_connection(settings: Mapping[str, str], name: str) -> bool:
+    return any(
+        (settings.get(key) or "").strip()
+        for key in (name, f"{name}__queueServiceUri", f"{name}__accountName")
+    )
+
+
+def connection_setting(settings: Mapping[str, str], connection: str) -> str:
+    """The setting a binding's ``connection`` names: itself, or, when only that is set,
+    ``AzureWebJobs<connection>`` (as the host looks it up)."""
+    prefixed = f"AzureWebJobs{connection}"
+    if not _has_connection(settings, connection) and _has_connection(settings, prefixed):
+        return prefixed
+    return connection
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for a storage error: ``<status> <error code>`` and the first line of the
+    service's message for an HTTP error (never the raw XML of the response body), the
+    first line of the message otherwise."""
+    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if isinstance(exc, HttpResponseError) and exc.status_code is not None:
+        code = error_code(exc) or ""
+        return f"{exc.status_code} {code}: {first_line}".replace("  ", " ")
+    return first_line
+
+
+def error_code(exc: HttpResponseError) -> str:
+    """The service's error code (``AuthenticationFailed``), '' without one."""
+    code = getattr(exc, "error_code", None)
+    return str(getattr(code, "value", code) or "")
 
 
 def is_pop_receipt_or_gone(exc: Exception) -> bool:
@@ -55,10 +96,7 @@ class QueueClients:
             HostError: the connection setting is not configured.
         """
         if connection not in self._services:
-            name = connection
-            prefixed = f"AzureWebJobs{connection}"
-            if not self._has_connection(name) and self._has_connection(prefixed):
-                name = prefixed
+            name = connection_setting(self.settings, connection)
             try:
                 self._services[connection] = async_queue_service(
                     self.settings,
@@ -72,13 +110,9 @@ class QueueClients:
                 raise HostError(str(exc)) from exc
             except ImportError as exc:
                 raise HostError(f"{exc} (pip install aiohttp)") from exc
+            except ValueError as exc:  # a malformed connection string
+                raise HostError(f"{name}: {exc}") from exc
         return self._services[connection]
-
-    def _has_connection(self, name: str) -> bool:
-        return any(
-            (self.settings.get(key) or "").strip()
-            for key in (name, f"{name}__queueServiceUri", f"{name}__accountName")
-        )
 
     def queue(self, connection: str, name: str) -> QueueClient:
         """The one queue client of a queue.
@@ -91,14 +125,17 @@ class QueueClients:
             self._queues[key] = self.service(connection).get_queue_client(name)
         return self._queues[key]
 
-    async def create(self, queue: QueueClient) -> None:
-        """Create the queue; one that exists is fine.
+    async def create(self, queue: QueueClient, *, retry: bool = True) -> None:
+        """Create the queue; one that exists is fine. Without ``retry``, one attempt.
 
         Raises:
             azure.core.exceptions.AzureError: storage refused or is unreachable.
         """
         try:
-            await queue.create_queue()
+            if retry:
+                await queue.create_queue()
+            else:
+                await queue.create_queue(retry_total=0)
             logger.info("created queue %r", queue.queue_name)
         except ResourceExistsError:
             pass
@@ -149,24 +186,25 @@ class QueueClients:
 
 
 class OutageLog:
-    """Logs a queue that cannot be polled at most every 10 s, and when it works again."""
+    """Logs an operation that keeps failing (polling a queue, by default) at most every
+    10 s, and when it works again."""
 
     def __init__(self) -> None:
         self._last_log: dict[str, float] = {}
         self._since: dict[str, float] = {}
 
-    def failed(self, queue: str, exc: Exception) -> None:
+    def failed(self, queue: str, exc: Exception, what: str | None = None) -> None:
+        """``what`` failed (default: ``polling queue '<queue>'``); ``queue`` keys it."""
         now = time.monotonic()
         self._since.setdefault(queue, now)
         if now - self._last_log.get(queue, -1e9) >= _OUTAGE_LOG_INTERVAL:
             self._last_log[queue] = now
-            first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
-            logger.warning("polling queue %r failed (retrying): %s", queue, first_line)
+            label = what or f"polling queue {queue!r}"
+            logger.warning("%s failed (retrying): %s", label, describe_error(exc))
 
-    def recovered(self, queue: str) -> None:
+    def recovered(self, queue: str, what: str | None = None) -> None:
         since = self._since.pop(queue, None)
         self._last_log.pop(queue, None)
         if since is not None:
-            logger.info(
-                "polling queue %r works again after %.1f s", queue, time.monotonic() - since
-            )
+            label = what or f"polling queue {queue!r}"
+            logger.info("%s works again after %.1f s", label, time.monotonic() - since)

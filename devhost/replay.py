@@ -12,6 +12,13 @@ Two sources, both replayed to the queue they came from:
 
 Processing is idempotent (event ids, record ids, alert ids), so a replayed body applies
 exactly once: it is applied if it never was, and a duplicate if it was.
+
+A message that a running host holds on ``<queue>-poison`` (its poison function kept failing,
+so the host leaves it invisible for its 10-minute lease, again and again while it runs) cannot
+be received: the queue's approximate count includes it, a peek does not. Such messages are
+reported — "N message(s) on X are held by a running host until about HH:MM:SS; stop it or
+wait" — with the time and pid devhost records for them (``<app dir>/.run/devhost/held/``),
+or at the latest 10 minutes from now for another host; the command then exits 1.
 """
 
 from __future__ import annotations
@@ -21,17 +28,21 @@ import hashlib
 import logging
 import warnings
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import QueueClient
 
+from devhost.ledger import read_held_records
 from devhost.settings_file import SettingsError, load_settings
 from handlers.adapters.storage import queue_service
 
-__all__ = ["replay_command", "replay_deadletters", "replay_poison_queue"]
+__all__ = ["held_report", "replay_command", "replay_deadletters", "replay_poison_queue"]
+
+#: How long a Functions host (and devhost) holds a received message at most.
+HOST_LEASE = timedelta(minutes=10)
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +65,36 @@ def replay_poison_queue(service: Any, queue: str) -> int:
                 moved += 1
     except ResourceNotFoundError:
         return moved
+
+
+def held_report(service: Any, queue: str, app_dir: Path, now: datetime) -> str | None:
+    """The line that says who holds the invisible messages left on ``<queue>-poison``, or
+    None when none is left there."""
+    poison = f"{queue}-poison"
+    client: QueueClient = service.get_queue_client(poison)
+    try:
+        count = int(client.get_queue_properties().approximate_message_count or 0)
+        visible = len(client.peek_messages(max_messages=32))
+    except ResourceNotFoundError:
+        return None
+    invisible = count - visible
+    if invisible <= 0:
+        return None
+    held = read_held_records(app_dir).get(poison, [])
+    times = [when for _, when in held if when is not None]
+    if held and times:
+        pids = ", ".join(str(pid) for pid in sorted({pid for pid, _ in held}))
+        until = max(times).astimezone().strftime("%H:%M:%S")
+        return (
+            f"{invisible} message(s) on {poison!r} are held by a running host (devhost, pid "
+            f"{pids}) until about {until}; stop it or wait"
+        )
+    latest = (now + HOST_LEASE).astimezone().strftime("%H:%M:%S")
+    return (
+        f"{invisible} message(s) on {poison!r} are held by a running host until about "
+        f"{latest} at the latest (a host holds a message for up to 10 minutes); stop it or "
+        "wait"
+    )
 
 
 def replay_deadletters(container: Any, service: Any, queue: str, now: datetime) -> tuple[int, int]:
@@ -100,7 +141,8 @@ def replay_command(
 ) -> int:
     """Replay poisoned and dead-lettered bodies of the trades, marks and marks fan-out
     queues (or the named ones: ``trades``, ``marks``, ``marks-fanout`` or a queue name).
-    Returns the exit code (0 done, 1 failure, 2 settings)."""
+    Returns the exit code (0 done, 1 failure or messages held by a running host, 2
+    settings)."""
     from devhost.cosmos import container
     from handlers.settings import load_settings as app_settings
 
@@ -117,6 +159,8 @@ def replay_command(
     }
     chosen = [names.get(q, q) for q in (queues or list(names))]
     warnings.filterwarnings("ignore", message="Unverified HTTPS request")
+    directory = (app_dir or Path.cwd()).resolve()
+    held_somewhere = False
     try:
         service = queue_service(settings.environ, settings.storage_connection)
         deadletters = container(settings, "deadletters") if settings.cosmos_endpoint else None
@@ -130,7 +174,11 @@ def replay_command(
                 f"{queue}: {moved} message(s) moved back from {queue}-poison, "
                 f"{replayed} deadletter(s) replayed, {skipped} not replayable"
             )
+            held = held_report(service, queue, directory, datetime.now(UTC))
+            if held is not None:
+                print(f"{queue}: {held}")
+                held_somewhere = True
     except Exception as exc:
         logger.error("replay failed: %s", exc)
         return 1
-    return 0
+    return 1 if held_somewhere else 0

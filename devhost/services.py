@@ -1,8 +1,16 @@
-"""Start and stop the local stand-ins: Azurite (queues) and @vercel/cosmosdb-server.
+"""Start and stop the local stand-ins: Azurite (blob, queue and table) and
+@vercel/cosmosdb-server.
 
 Each service runs in its own process group (``start_new_session``), logs to
-``<run_dir>/<name>.log``, and records its pid in ``<run_dir>/<name>.pid`` and its port in
-``<run_dir>/ports.json``. Everything is idempotent: starting a running service reuses it,
+``<run_dir>/<name>.log``, and records its pid in ``<run_dir>/<name>.pid`` and its ports in
+``<run_dir>/ports.json`` (``azurite`` is the queue port, ``azurite-blob`` and
+``azurite-table`` the other two).
+
+Azurite is one process serving all three: the queue service for the app, the blob service
+for ``func start`` (timer triggers keep their leases and schedule status in blobs), and the
+table service for completeness. Its default ports are the ones ``UseDevelopmentStorage=true``
+means (10000, 10001, 10002 on 127.0.0.1); with another queue port, blob and table take free
+ports unless they are given. Everything is idempotent: starting a running service reuses it,
 stopping a stopped one does nothing. :func:`stop_one` and :func:`start_one` kill and restart a
 single service (on the port it had) for outage tests.
 
@@ -29,12 +37,14 @@ from typing import Literal
 
 __all__ = [
     "AZURITE_ACCOUNT_KEY",
+    "AZURITE_DEFAULT_PORTS",
     "DEFAULT_RUN_DIR",
     "REPO_ROOT",
     "WELL_KNOWN_COSMOS_KEY",
     "LocalServices",
     "ServiceError",
     "ServiceName",
+    "local_services",
     "parse_latency_ms",
     "start",
     "start_one",
@@ -57,7 +67,11 @@ AZURITE_ACCOUNT_KEY = (
 ServiceName = Literal["azurite", "cosmos"]
 SERVICE_NAMES: tuple[ServiceName, ...] = ("azurite", "cosmos")
 DEFAULT_PORTS: dict[str, int] = {"azurite": 10001, "cosmos": 8081}
-AZURITE_MAIN = REPO_ROOT / "node_modules" / "azurite" / "dist" / "src" / "queue" / "main.js"
+#: Azurite's default ports: what ``UseDevelopmentStorage=true`` means.
+AZURITE_DEFAULT_PORTS: dict[str, int] = {"blob": 10000, "queue": 10001, "table": 10002}
+#: ports.json keys of Azurite's blob and table ports (its queue port is under "azurite").
+_AZURITE_PORT_KEYS = {"blob": "azurite-blob", "queue": "azurite", "table": "azurite-table"}
+AZURITE_MAIN = REPO_ROOT / "node_modules" / "azurite" / "dist" / "src" / "azurite.js"
 COSMOS_LAUNCHER = REPO_ROOT / "localazure" / "cosmos.js"
 _COSMOS_PACKAGE = REPO_ROOT / "node_modules" / "@vercel" / "cosmosdb-server" / "package.json"
 _PROCESS_MARKERS = {"azurite": "azurite", "cosmos": "cosmos.js"}
@@ -78,19 +92,29 @@ class ServiceError(Exception):
 
 @dataclass(frozen=True)
 class LocalServices:
-    """Where the running local services listen."""
+    """Where the running local services listen (a blob or table port of 0: unknown)."""
 
     queue_port: int
     cosmos_port: int
     run_dir: Path
+    blob_port: int = 0
+    table_port: int = 0
 
     @property
     def storage_connection_string(self) -> str:
-        """The Azurite connection string (queue endpoint only)."""
+        """The Azurite connection string: its blob, queue and table endpoints."""
+        endpoints = "".join(
+            f"{kind}Endpoint=http://127.0.0.1:{port}/devstoreaccount1;"
+            for kind, port in (
+                ("Blob", self.blob_port),
+                ("Queue", self.queue_port),
+                ("Table", self.table_port),
+            )
+            if port
+        )
         return (
             "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
-            f"AccountKey={AZURITE_ACCOUNT_KEY};"
-            f"QueueEndpoint=http://127.0.0.1:{self.queue_port}/devstoreaccount1;"
+            f"AccountKey={AZURITE_ACCOUNT_KEY};{endpoints}"
         )
 
     @property
@@ -179,9 +203,9 @@ def _read_ports(run_dir: Path) -> dict[str, int]:
     )
 
 
-def _write_port(run_dir: Path, name: str, port: int) -> None:
+def _write_ports(run_dir: Path, entries: dict[str, int]) -> None:
     ports = _read_ports(run_dir)
-    ports[name] = port
+    ports.update(entries)
     _ports_file(run_dir).write_text(json.dumps(ports, indent=2) + "\n", encoding="utf-8")
 
 
@@ -236,15 +260,49 @@ def _log_tail(run_dir: Path, name: str, lines: int = 20) -> str:
     return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
 
 
-def _running(name: str, run_dir: Path) -> tuple[int, int] | None:
-    """``(pid, port)`` of the service when its process is alive and its port accepts."""
-    pid = _read_pid(run_dir, name)
-    port = _read_ports(run_dir).get(name)
-    if pid is None or port is None:
+def _service_ports(name: str, run_dir: Path) -> dict[str, int] | None:
+    """The ports recorded for a service: Azurite's by kind (blob, queue, table), the Cosmos
+    server's as ``{"cosmos": port}``; None when one is missing."""
+    recorded = _read_ports(run_dir)
+    keys = _AZURITE_PORT_KEYS if name == "azurite" else {"cosmos": "cosmos"}
+    ports = {kind: recorded.get(key) for kind, key in keys.items()}
+    if any(port is None for port in ports.values()):
         return None
-    if _alive(pid) and _is_ours(pid, name) and _port_open(port):
-        return pid, port
+    return {kind: int(port) for kind, port in ports.items() if port is not None}
+
+
+def _running(name: str, run_dir: Path) -> tuple[int, int] | None:
+    """``(pid, port)`` of the service when its process is alive and all its ports accept
+    (Azurite's port is its queue port)."""
+    pid = _read_pid(run_dir, name)
+    ports = _service_ports(name, run_dir)
+    if pid is None or ports is None:
+        return None
+    if _alive(pid) and _is_ours(pid, name) and all(_port_open(p) for p in ports.values()):
+        return pid, ports["queue" if name == "azurite" else "cosmos"]
     return None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _azurite_ports(
+    run_dir: Path, queue: int, blob: int | None, table: int | None
+) -> dict[str, int]:
+    """Azurite's ports: the ones given, else the recorded ones, else 10000 and 10002 next
+    to queue port 10001, else free ports."""
+    recorded = _read_ports(run_dir)
+    chosen = {"queue": queue}
+    for kind, given in (("blob", blob), ("table", table)):
+        port = given or recorded.get(_AZURITE_PORT_KEYS[kind])
+        if not port:
+            default = AZURITE_DEFAULT_PORTS[kind]
+            port = default if queue == AZURITE_DEFAULT_PORTS["queue"] else _free_port()
+        chosen[kind] = port
+    return chosen
 
 
 def _ensure_node_modules() -> None:
@@ -271,21 +329,29 @@ def _ensure_node_modules() -> None:
         raise ServiceError(f"npm {verb} failed (exit {result.returncode}):\n{tail}")
 
 
-def _command(name: str, port: int) -> list[str]:
+def _command(name: str, ports: dict[str, int]) -> list[str]:
     if name == "azurite":
         return [
             "node",
             str(AZURITE_MAIN),
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            str(ports["blob"]),
             "--queueHost",
             "127.0.0.1",
             "--queuePort",
-            str(port),
+            str(ports["queue"]),
+            "--tableHost",
+            "127.0.0.1",
+            "--tablePort",
+            str(ports["table"]),
             "--inMemoryPersistence",
             "--skipApiVersionCheck",
             "--silent",
             "--disableTelemetry",
         ]
-    return ["node", str(COSMOS_LAUNCHER), str(port)]
+    return ["node", str(COSMOS_LAUNCHER), str(ports["cosmos"])]
 
 
 def _environment(latency: str | None) -> dict[str, str]:
@@ -317,24 +383,32 @@ def start_one(
     port: int | None = None,
     timeout: float = START_TIMEOUT,
     cosmos_latency_ms: str | None = None,
+    *,
+    blob_port: int | None = None,
+    table_port: int | None = None,
 ) -> int:
-    """Start one service (``"azurite"`` or ``"cosmos"``) unless it already runs; return its port.
+    """Start one service (``"azurite"`` or ``"cosmos"``) unless it already runs; return its port
+    (Azurite's queue port).
 
-    ``port`` defaults to the port the service last had in ``run_dir``, else 10001 (Azurite)
-    or 8081 (Cosmos). A running service on another port than ``port`` is restarted there.
+    ``port`` defaults to the port the service last had in ``run_dir``, else 10001 (Azurite's
+    queue service) or 8081 (Cosmos). Azurite's ``blob_port`` and ``table_port`` default to
+    the ones it last had, else 10000 and 10002 when the queue port is 10001, else free
+    ports. A running service on other ports than the ones given is restarted there.
     ``cosmos_latency_ms`` (``"A-B"`` or ``"A"``, Cosmos only) delays every request by a
     random A..B ms; it defaults to the latency the server last had in ``run_dir``, else none
     (``"0"``: none). A running server with another latency is restarted with it.
 
     Raises:
-        ServiceError: unknown name, a malformed latency or one given for Azurite,
-            node/npm missing, the port is taken by another process, or the service did not
-            accept connections within ``timeout`` seconds (the message carries the end of
-            its log).
+        ServiceError: unknown name, a malformed latency or one given for Azurite, blob or
+            table ports given for Cosmos, node/npm missing, a port is taken by another
+            process, or the service did not accept connections within ``timeout`` seconds
+            (the message carries the end of its log).
     """
     _check_name(name)
     if cosmos_latency_ms is not None and name != "cosmos":
         raise ServiceError(f"cosmos_latency_ms applies to the Cosmos server only, not {name}")
+    if (blob_port or table_port) and name != "azurite":
+        raise ServiceError(f"blob and table ports apply to Azurite only, not {name}")
     try:
         latency = (
             _latency_text(cosmos_latency_ms)
@@ -349,20 +423,37 @@ def start_one(
     if running is not None:
         pid, running_port = running
         same_latency = name != "cosmos" or latency == _read_latency(run_dir)
-        if (port is None or port == running_port) and same_latency:
+        recorded = _service_ports(name, run_dir) or {}
+        same_ports = (
+            (port is None or port == running_port)
+            and (blob_port is None or blob_port == recorded.get("blob"))
+            and (table_port is None or table_port == recorded.get("table"))
+        )
+        if same_ports and same_latency:
             logger.info("%s already running (pid %d, port %d)", name, pid, running_port)
             return running_port
         port = port or running_port
         stop_one(name, run_dir)
+    else:
+        old = _read_pid(run_dir, name)
+        if old is not None and _alive(old) and _is_ours(old, name):
+            # Half up, or started by an older devhost with fewer ports: start it afresh.
+            stop_one(name, run_dir)
     chosen = port or _read_ports(run_dir).get(name) or DEFAULT_PORTS[name]
+    ports = (
+        _azurite_ports(run_dir, chosen, blob_port, table_port)
+        if name == "azurite"
+        else {"cosmos": chosen}
+    )
     _ensure_node_modules()
-    if _port_open(chosen):
-        raise ServiceError(f"cannot start {name}: port {chosen} is already in use")
+    for taken in ports.values():
+        if _port_open(taken):
+            raise ServiceError(f"cannot start {name}: port {taken} is already in use")
     run_dir.mkdir(parents=True, exist_ok=True)
     log_path = _log_file(run_dir, name)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            _command(name, chosen),
+            _command(name, ports),
             cwd=REPO_ROOT,
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -372,32 +463,39 @@ def start_one(
         )
     _CHILDREN[process.pid] = process
     _pid_file(run_dir, name).write_text(f"{process.pid}\n", encoding="utf-8")
-    _write_port(run_dir, name, chosen)
+    keys = _AZURITE_PORT_KEYS if name == "azurite" else {"cosmos": "cosmos"}
+    _write_ports(run_dir, {keys[kind]: value for kind, value in ports.items()})
     if name == "cosmos":
         if latency is None:
             _latency_file(run_dir).unlink(missing_ok=True)
         else:
             _latency_file(run_dir).write_text(f"{latency}\n", encoding="utf-8")
     deadline = time.monotonic() + timeout
-    while not _port_open(chosen):
+    shown = ", ".join(str(value) for value in sorted(ports.values()))
+    while not all(_port_open(value) for value in ports.values()):
         if process.poll() is not None:
             _pid_file(run_dir, name).unlink(missing_ok=True)
             raise ServiceError(
-                f"{name} exited with code {process.returncode} before listening on port "
-                f"{chosen}; {log_path}:\n{_log_tail(run_dir, name)}"
+                f"{name} exited with code {process.returncode} before listening on port(s) "
+                f"{shown}; {log_path}:\n{_log_tail(run_dir, name)}"
             )
         if time.monotonic() > deadline:
             stop_one(name, run_dir)
             raise ServiceError(
-                f"{name} did not listen on port {chosen} within {timeout:g} s; "
+                f"{name} did not listen on port(s) {shown} within {timeout:g} s; "
                 f"{log_path}:\n{_log_tail(run_dir, name)}"
             )
         time.sleep(0.05)
+    described = (
+        f"blob {ports['blob']}, queue {ports['queue']}, table {ports['table']}"
+        if name == "azurite"
+        else f"port {chosen}"
+    )
     logger.info(
-        "started %s (pid %d, port %d%s)",
+        "started %s (pid %d, %s%s)",
         name,
         process.pid,
-        chosen,
+        described,
         f", latency {latency} ms" if latency is not None else "",
     )
     return chosen
@@ -435,10 +533,14 @@ def start(
     queue_port: int | None = None,
     cosmos_port: int | None = None,
     cosmos_latency_ms: str | None = None,
+    *,
+    blob_port: int | None = None,
+    table_port: int | None = None,
 ) -> LocalServices:
-    """Start Azurite and the Cosmos DB stand-in (reusing running ones).
+    """Start Azurite (blob, queue, table) and the Cosmos DB stand-in (reusing running ones).
 
-    Ports default to the ones recorded in ``run_dir``, else 10001 and 8081;
+    Ports default to the ones recorded in ``run_dir``, else 10000, 10001, 10002 and 8081
+    (blob and table take free ports when the queue port is not 10001);
     ``cosmos_latency_ms`` (``"A-B"`` ms per Cosmos request) as in :func:`start_one`.
 
     Raises:
@@ -449,9 +551,16 @@ def start(
             parse_latency_ms(cosmos_latency_ms)
         except ValueError as exc:  # before Azurite starts
             raise ServiceError(f"cosmos_latency_ms: {exc}") from None
-    queue = start_one("azurite", run_dir, queue_port)
+    queue = start_one("azurite", run_dir, queue_port, blob_port=blob_port, table_port=table_port)
     cosmos = start_one("cosmos", run_dir, cosmos_port, cosmos_latency_ms=cosmos_latency_ms)
-    return LocalServices(queue_port=queue, cosmos_port=cosmos, run_dir=run_dir)
+    azurite = _service_ports("azurite", run_dir) or {}
+    return LocalServices(
+        queue_port=queue,
+        cosmos_port=cosmos,
+        run_dir=run_dir,
+        blob_port=azurite.get("blob", 0),
+        table_port=azurite.get("table", 0),
+    )
 
 
 def stop(run_dir: Path = DEFAULT_RUN_DIR) -> None:
@@ -465,7 +574,8 @@ def stop(run_dir: Path = DEFAULT_RUN_DIR) -> None:
 
 
 def status(run_dir: Path = DEFAULT_RUN_DIR) -> dict[str, dict[str, object]]:
-    """Each service's state: running, pid, port and log path; the Cosmos server's also its
+    """Each service's state: running, pid, port and log path; Azurite's also ``ports``
+    (blob, queue, table; ``port`` is the queue port), the Cosmos server's its
     ``latency_ms`` (``"A-B"``, or None without one)."""
     report: dict[str, dict[str, object]] = {}
     ports = _read_ports(run_dir)
@@ -477,5 +587,20 @@ def status(run_dir: Path = DEFAULT_RUN_DIR) -> dict[str, dict[str, object]]:
             "port": running[1] if running else ports.get(name),
             "log": str(_log_file(run_dir, name)),
         }
+    report["azurite"]["ports"] = {
+        kind: ports.get(key) for kind, key in sorted(_AZURITE_PORT_KEYS.items())
+    }
     report["cosmos"]["latency_ms"] = _read_latency(run_dir)
     return report
+
+
+def local_services(run_dir: Path = DEFAULT_RUN_DIR) -> LocalServices:
+    """Where the services of ``run_dir`` listen, as recorded (0 for a port not recorded)."""
+    ports = _read_ports(run_dir)
+    return LocalServices(
+        queue_port=ports.get("azurite", 0),
+        cosmos_port=ports.get("cosmos", 0),
+        run_dir=run_dir,
+        blob_port=ports.get(_AZURITE_PORT_KEYS["blob"], 0),
+        table_port=ports.get(_AZURITE_PORT_KEYS["table"], 0),
+    )

@@ -11,19 +11,25 @@ import json
 import logging
 import os
 from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
     "DEFAULT_SETTINGS_FILE",
+    "ENVIRONMENT",
     "SettingsError",
+    "SourcedSettings",
     "apply_to_environ",
     "load_settings",
+    "load_sourced_settings",
     "read_settings_file",
 ]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_SETTINGS_FILE = "local.settings.json"
+#: Where a setting that the environment holds comes from, in messages.
+ENVIRONMENT = "the environment"
 
 
 class SettingsError(Exception):
@@ -67,6 +73,60 @@ def read_settings_file(path: Path) -> dict[str, str]:
     return {str(name): _as_text(str(name), value, path) for name, value in values.items()}
 
 
+@dataclass(frozen=True)
+class SourcedSettings:
+    """Merged settings and where each came from: :data:`ENVIRONMENT` or the settings file
+    (its name when it is the app's ``local.settings.json``, else the path as given)."""
+
+    values: dict[str, str]
+    sources: dict[str, str] = field(default_factory=dict)
+    #: The settings file that was read (its name or path as in :attr:`sources`), if any.
+    file: str | None = None
+
+    def source(self, name: str) -> str:
+        """Where setting ``name`` came from; for one that is not set, where it was looked
+        for ("the environment or local.settings.json")."""
+        found = self.sources.get(name)
+        if found is not None:
+            return found
+        return f"{ENVIRONMENT} or {self.file}" if self.file else ENVIRONMENT
+
+    def described(self, name: str) -> str:
+        """``NAME (from <source>)``, for messages about a setting that is set."""
+        return f"{name} (from {self.source(name)})"
+
+
+def load_sourced_settings(
+    app_dir: Path | None = None,
+    settings_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> SourcedSettings:
+    """As :func:`load_settings`, also recording where each value came from.
+
+    Raises:
+        SettingsError: ``settings_file`` was given and cannot be read, or a settings file
+            is malformed.
+    """
+    env = dict(os.environ if environ is None else environ)
+    label: str | None
+    if settings_file is not None:
+        path: Path | None = settings_file
+        label = str(settings_file)
+    else:
+        candidate = (app_dir or Path.cwd()) / DEFAULT_SETTINGS_FILE
+        path = candidate if candidate.is_file() else None
+        label = DEFAULT_SETTINGS_FILE
+    merged: dict[str, str] = {}
+    sources: dict[str, str] = {}
+    if path is not None:
+        merged.update(read_settings_file(path))
+        sources.update(dict.fromkeys(merged, label))
+        logger.debug("read %d setting(s) from %s", len(merged), path)
+    merged.update(env)
+    sources.update(dict.fromkeys(env, ENVIRONMENT))
+    return SourcedSettings(merged, sources, label)
+
+
 def load_settings(
     app_dir: Path | None = None,
     settings_file: Path | None = None,
@@ -82,18 +142,7 @@ def load_settings(
         SettingsError: ``settings_file`` was given and cannot be read, or a settings file
             is malformed.
     """
-    env = dict(os.environ if environ is None else environ)
-    if settings_file is not None:
-        path: Path | None = settings_file
-    else:
-        candidate = (app_dir or Path.cwd()) / DEFAULT_SETTINGS_FILE
-        path = candidate if candidate.is_file() else None
-    merged: dict[str, str] = {}
-    if path is not None:
-        merged.update(read_settings_file(path))
-        logger.debug("read %d setting(s) from %s", len(merged), path)
-    merged.update(env)
-    return merged
+    return load_sourced_settings(app_dir, settings_file, environ).values
 
 
 def apply_to_environ(

@@ -21,7 +21,13 @@ def local_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSe
     process group at the end."""
     warnings.filterwarnings("ignore", message="Unverified HTTPS request")
     run_dir = tmp_path_factory.mktemp("services")
-    started = services.start(run_dir, queue_port=free_port(), cosmos_port=free_port())
+    started = services.start(
+        run_dir,
+        queue_port=free_port(),
+        cosmos_port=free_port(),
+        blob_port=free_port(),
+        table_port=free_port(),
+    )
     try:
         yield started
     finally:

@@ -49,9 +49,17 @@ def body_of(message: Mapping[str, Any] | str | bytes, encode: bool = True) -> st
     return base64.b64encode(raw).decode() if encode else raw.decode("utf-8", "surrogateescape")
 
 
+#: Overrides that point an app away from the session's services make an outage test: devhost
+#: then starts without its start-up checks (which would refuse the service that is down).
+OUTAGE_SETTINGS = ("AzureWebJobsStorage", "COSMOS_ENDPOINT")
+
+
 @dataclass
 class AppUnderTest:
-    """One isolated app: unique queues and database on the shared local services."""
+    """One isolated app: unique queues and database on the shared local services.
+
+    ``overrides`` that set ``AzureWebJobsStorage`` or ``COSMOS_ENDPOINT`` (an outage test)
+    also turn devhost's start-up checks off (``DEVHOST_STARTUP_CHECKS=off``)."""
 
     services: LocalServices
     workdir: Path
@@ -67,6 +75,11 @@ class AppUnderTest:
             "MARKS_QUEUE": f"mk-{tag}",
             "ALERTS_QUEUE": f"al-{tag}",
             "COSMOS_DATABASE": f"db-{tag}",
+            **(
+                {"DEVHOST_STARTUP_CHECKS": "off"}
+                if any(name in self.overrides for name in OUTAGE_SETTINGS)
+                else {}
+            ),
             **self.overrides,
         }
         self.settings_file = self.workdir / f"settings-{tag}.json"

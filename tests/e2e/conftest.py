@@ -14,11 +14,13 @@ from devhost import services
 
 @pytest.fixture(scope="session")
 def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
-    """Azurite started through devhost.services on a free port; its process group is
-    stopped at the end of the session."""
+    """Azurite (blob, queue, table) started through devhost.services on free ports; its
+    process group is stopped at the end of the session."""
     run_dir = tmp_path_factory.mktemp("services")
-    port = services.start_one("azurite", run_dir, free_port())
-    local = services.LocalServices(queue_port=port, cosmos_port=0, run_dir=run_dir)
+    port = services.start_one(
+        "azurite", run_dir, free_port(), blob_port=free_port(), table_port=free_port()
+    )
+    local = services.local_services(run_dir)
     try:
         yield Azurite(local.storage_connection_string, port, run_dir)
     finally:

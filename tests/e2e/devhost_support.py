@@ -7,10 +7,13 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,11 +23,12 @@ from azure.storage.queue import QueueServiceClient
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 APPS = Path(__file__).resolve().parent / "apps"
-RESERVED_PORTS = {10001, 8081}
+RESERVED_PORTS = {10000, 10001, 10002, 8081}
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on (never 10001 or 8081)."""
+    """A TCP port on 127.0.0.1 that nothing listens on (never a default port of the local
+    services: 10000-10002, 8081)."""
     while True:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.bind(("127.0.0.1", 0))
@@ -80,7 +84,11 @@ class AppEnv:
         return self.settings["ASYNC_QUEUE"]
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in _APP_SETTING_NAMES}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in _APP_SETTING_NAMES and not k.startswith("COSMOS_")
+        }
         env.update(self.settings)
         env.update(extra)
         env["PYTHONPATH"] = str(REPO_ROOT)
@@ -101,6 +109,36 @@ class AppEnv:
             check=False,
         )
         return Run(done.returncode, done.stdout, done.stderr)
+
+    def serve(
+        self,
+        until: Callable[[], bool],
+        *args: str,
+        timeout: float = 30,
+        **extra: str,
+    ) -> Run:
+        """Run ``devhost run`` (no --drain) until ``until()`` holds (or ``timeout``), then
+        stop it with SIGTERM and wait for it to exit."""
+        process = subprocess.Popen(
+            self.command(*args),
+            cwd=REPO_ROOT,
+            env=self.env(**extra),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and process.poll() is None and not until():
+                time.sleep(0.05)
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+            stdout, stderr = process.communicate(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        return Run(process.returncode, stdout, stderr)
 
     def records(self, function: str | None = None) -> list[dict[str, Any]]:
         if not self.record_file.exists():
@@ -137,6 +175,9 @@ _APP_SETTING_NAMES = {
     "RECORD_FILE",
     "DEVHOST_MESSAGE_LEASE_SECONDS",
     "PYTHON_THREADPOOL_THREAD_COUNT",
+    "TICK_SCHEDULE",
+    "TICK_SLEEP",
+    "DEVHOST_STARTUP_CHECKS",
 }
 
 
@@ -160,5 +201,6 @@ def make_app(
         "OUT_QUEUE": f"out-{suffix}",
         "ASYNC_QUEUE": f"async-{suffix}",
         "RECORD_FILE": str(record_file),
+        "TICK_SCHEDULE": "*/1 * * * * *",
     }
     return AppEnv(app_dir, settings, record_file, azurite)

@@ -6,10 +6,13 @@ import base64
 import json
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
-from devhost_support import REPO_ROOT, Azurite
+from devhost_support import REPO_ROOT, Azurite, free_port
+
+from devhost.services import AZURITE_ACCOUNT_KEY
 
 
 def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -46,7 +49,7 @@ def test_send_routes_by_type_and_alerts_prints_and_deletes(
     mark = '{"type": "MARK", "symbol": "BTCUSDT"}'
     batch = '{"type":"MARKS","marks":[]}'
     events = tmp_path / "events.jsonl"
-    events.write_text(f"{fill}\n\n{mark}\nnot json\n{batch}\n", encoding="utf-8")
+    events.write_text(f"{fill}\n\n{mark}\n{batch}\n", encoding="utf-8")
 
     sent = _cli(["send", str(events), "--settings", str(settings)], {})
     raw = _cli(
@@ -64,19 +67,18 @@ def test_send_routes_by_type_and_alerts_prints_and_deletes(
     )
 
     assert sent.returncode == 0, sent.stderr
-    assert f"sent 2 message(s) to '{trades}'" in sent.stdout
+    assert f"sent 1 message(s) to '{trades}'" in sent.stdout
     assert f"sent 2 message(s) to '{marks}'" in sent.stdout
     service = azurite.service()
     trade_bodies = {
         base64.b64decode(m.content).decode()
         for m in service.get_queue_client(trades).peek_messages(32)
     }
-    assert trade_bodies == {fill, "not json"}
+    assert trade_bodies == {fill}
     assert raw.returncode == 0, raw.stderr
     assert {m.content for m in service.get_queue_client("x-" + suffix).peek_messages(32)} == {
         fill,
         mark,
-        "not json",
         batch,
     }
 
@@ -96,3 +98,101 @@ def test_send_routes_by_type_and_alerts_prints_and_deletes(
     assert readable.stdout.splitlines()[1] == "(not an alert) {'raw': True}"
     assert [json.loads(line) for line in taken.stdout.splitlines()] == [alert, {"raw": True}]
     assert queue.get_queue_properties().approximate_message_count == 0
+
+
+def _settings(tmp_path: Path, azurite: Azurite) -> tuple[Path, str]:
+    queue = f"t-{uuid.uuid4().hex[:10]}"
+    settings = tmp_path / "settings.json"
+    settings.write_text(
+        json.dumps(
+            {"Values": {"AzureWebJobsStorage": azurite.connection_string, "TRADES_QUEUE": queue}}
+        )
+    )
+    return settings, queue
+
+
+def test_send_refuses_a_file_with_a_line_that_is_not_a_json_object(
+    tmp_path: Path, azurite: Azurite
+) -> None:
+    settings, queue = _settings(tmp_path, azurite)
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(
+        b'{"type":"FILL"}\n'  # fine, but not sent: the file is refused whole
+        b"\n"
+        b"[1, 2]\n"
+        b"not json\n"
+        b'"text"\n'
+        b"\xff\xfe\n"
+        b'{"type":"TRANSFER"}\r\n'
+    )
+
+    refused = _cli(["send", str(events), "--settings", str(settings)], {})
+
+    assert refused.returncode == 2
+    assert f"{events} line 3: an array, not a JSON object" in refused.stderr
+    assert f"{events} line 4: not JSON (Expecting value" in refused.stderr
+    assert f"{events} line 5: a string, not a JSON object" in refused.stderr
+    assert f"{events} line 6: not UTF-8 text (byte 0xff at column 1)" in refused.stderr
+    assert "line 1:" not in refused.stderr
+    assert "line 7:" not in refused.stderr  # a CRLF line end is fine
+    assert f"nothing was sent from {events}" in refused.stderr
+    assert queue not in {q.name for q in azurite.service().list_queues()}
+
+
+def test_send_raw_sends_every_line_as_it_is(tmp_path: Path, azurite: Azurite) -> None:
+    settings, queue = _settings(tmp_path, azurite)
+    lines = [b"not json", b"", b"[1]", b"\xff\x00 bytes", b'{"a": 1}\r', b"   "]
+    events = tmp_path / "hostile.jsonl"
+    events.write_bytes(b"\n".join(lines) + b"\n")
+
+    sent = _cli(["send", str(events), "--raw", "--settings", str(settings)], {})
+
+    assert sent.returncode == 0, sent.stderr
+    assert f"sent 6 message(s) to '{queue}'" in sent.stdout
+    client = azurite.service().get_queue_client(queue)
+    bodies = sorted(base64.b64decode(m.content) for m in client.peek_messages(32))
+    assert bodies == sorted(lines)
+
+
+def test_send_raw_with_encoding_none_refuses_what_text_cannot_carry(
+    tmp_path: Path, azurite: Azurite
+) -> None:
+    settings, queue = _settings(tmp_path, azurite)
+    events = tmp_path / "hostile.jsonl"
+    events.write_bytes(b"plain\n\xff\nnul \x00 here\n")
+
+    refused = _cli(
+        ["send", str(events), "--raw", "--encoding", "none", "--settings", str(settings)], {}
+    )
+
+    assert refused.returncode == 2
+    assert f"{events} line 2: not UTF-8 text (byte 0xff at column 1)" in refused.stderr
+    assert f"{events} line 3: holds U+0000 at column 5" in refused.stderr
+    assert queue not in {q.name for q in azurite.service().list_queues()}
+
+
+def test_send_to_a_storage_account_that_is_not_there_fails_in_seconds(tmp_path: Path) -> None:
+    settings = tmp_path / "settings.json"
+    port = free_port()
+    settings.write_text(
+        json.dumps(
+            {
+                "Values": {
+                    "AzureWebJobsStorage": "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+                    f"AccountKey={AZURITE_ACCOUNT_KEY};"
+                    f"QueueEndpoint=http://127.0.0.1:{port}/devstoreaccount1;"
+                }
+            }
+        )
+    )
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"type":"FILL"}\n')
+
+    started = time.monotonic()
+    failed = _cli(["send", str(events), "--settings", str(settings)], {})
+
+    assert time.monotonic() - started < 20  # seconds, not minutes of retries
+    assert failed.returncode == 2
+    assert (
+        f"AzureWebJobsStorage (from {settings}): cannot reach http://127.0.0.1:{port} within 5 s"
+    ) in failed.stderr

@@ -29,7 +29,7 @@ def test_drain_of_empty_queues_exits_zero_and_creates_trigger_queues(recorder: A
     service = recorder.azurite.service()
     names = {queue.name for queue in service.list_queues()}
     assert {recorder.in_queue, recorder.poison_queue, recorder.async_queue} <= names
-    assert "skipping function hourly: timerTrigger" in run.stderr
+    assert "not running timer hourly with --drain (schedule '0 0 * * * *')" in run.stderr
 
 
 def test_success_writes_list_output_one_message_each_with_parent_id(recorder: AppEnv) -> None:
@@ -143,6 +143,10 @@ def test_message_above_max_dequeue_count_goes_to_poison_without_invocation(
     assert recorder.records("main") == []
     assert [r["body"] for r in recorder.records("poison")] == [body]
     assert "dequeueCount=4 Poisoned (dequeue count above maxDequeueCount 3" in run.stderr
+    (line,) = [line for line in run.stderr.splitlines() if "Poisoned" in line]
+    assert line.endswith(
+        f"; fix the cause, then run `python -m devhost replay-poison --queue {recorder.in_queue}`"
+    )
 
 
 def test_non_base64_body_is_poisoned_without_invocation_and_then_stuck(recorder: AppEnv) -> None:
@@ -172,6 +176,10 @@ def test_drain_exits_nonzero_naming_a_message_that_keeps_failing_on_poison(
     assert [r["dequeue_count"] for r in poison_tries] == [1, 2, 3]
     message_id = poison_tries[0]["id"]
     assert f"message {message_id} is stuck on queue '{recorder.poison_queue}'" in run.stderr
+    (stuck,) = [line for line in run.stderr.splitlines() if "not drained: message" in line]
+    assert stuck.endswith(
+        f"; fix the cause, then run `python -m devhost replay-poison --queue {recorder.in_queue}`"
+    )
     (left,) = recorder.peek(recorder.poison_queue)  # left there, visible again after exit
     assert left.id == message_id
 
