@@ -70,6 +70,7 @@ from devhost.settings_file import (
     load_sourced_settings,
 )
 from devhost.timers import TimerListener
+from handlers.errors import ConfigurationError
 
 __all__ = [
     "EXIT_NOT_DRAINED",
@@ -269,6 +270,24 @@ class Host:
 # --------------------------------------------------------------------------- start-up
 
 
+class AppConfigurationError(HostError):
+    """The app refused its configuration as it was imported (``ConfigurationError``)."""
+
+    def __init__(self, refused: ConfigurationError) -> None:
+        super().__init__(str(refused))
+        self.refused = refused
+
+    def described(self, sourced: SourcedSettings) -> str:
+        """One line: the setting, its value, where the value came from, and why."""
+        refused = self.refused
+        if refused.setting is None:
+            return str(refused)
+        value = "" if refused.value is None else f"={refused.value!r}"
+        return (
+            f"{refused.setting}{value} (from {sourced.source(refused.setting)}): {refused.reason}"
+        )
+
+
 def load_app(app_dir: Path) -> Any:
     """Import ``function_app`` from ``app_dir`` and return its FunctionApp.
 
@@ -284,6 +303,8 @@ def load_app(app_dir: Path) -> Any:
         del sys.modules["function_app"]
     try:
         module: ModuleType = importlib.import_module("function_app")
+    except ConfigurationError as exc:  # the app refused a setting or its catalog
+        raise AppConfigurationError(exc) from exc
     except Exception as exc:
         raise HostError(
             "importing function_app failed:\n" + "".join(traceback.format_exception(exc))
@@ -361,6 +382,9 @@ def run(
         app = load_app(directory)
         indexed = index_app(app, os.environ)
         preflight(indexed, sourced)
+    except AppConfigurationError as exc:
+        logger.error("refusing to start: %s", exc.described(sourced))
+        return EXIT_REFUSED
     except (SettingsError, HostJsonError, HostError, FunctionLoadError, PreflightError) as exc:
         logger.error("refusing to start: %s", exc)
         return EXIT_REFUSED

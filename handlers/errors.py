@@ -30,6 +30,7 @@ class ConfigurationError(TradeguardError):
     message starts with ``<setting>=<value>:`` when they are known."""
 
     def __init__(self, message: str, setting: str | None = None, value: str | None = None):
+        self.reason = message
         if setting is not None:
             message = (
                 f"{setting}={value!r}: {message}" if value is not None else f"{setting}: {message}"
