@@ -4,6 +4,7 @@ a second Cosmos server with Azure-like latency, and apps on it, for race tests."
 from __future__ import annotations
 
 import dataclasses
+import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,9 +36,13 @@ def local_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSe
 
 
 @pytest.fixture
-def app(local_services: LocalServices, tmp_path: Path) -> AppUnderTest:
-    """A fresh app (own queues and database) on the session's services."""
-    return AppUnderTest(local_services, tmp_path)
+def app(request: pytest.FixtureRequest, tmp_path: Path) -> AppUnderTest:
+    """A fresh app (own queues and database) on the session's services; on the Cosmos
+    server with Azure-like latency instead when ``TRADEGUARD_TEST_LATENCY=1`` (to run any
+    service test the way Azure widens races)."""
+    if os.environ.get("TRADEGUARD_TEST_LATENCY") == "1":
+        return AppUnderTest(request.getfixturevalue("slow_cosmos"), tmp_path)
+    return AppUnderTest(request.getfixturevalue("local_services"), tmp_path)
 
 
 @pytest.fixture(scope="session")
