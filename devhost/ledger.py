@@ -23,6 +23,8 @@ from pathlib import Path
 
 from azure.storage.queue.aio import QueueClient
 
+from devhost.services import process_alive
+
 __all__ = ["HELD_DIR", "Held", "Ledger", "Stuck", "read_held_records"]
 
 logger = logging.getLogger("devhost.host")
@@ -119,16 +121,6 @@ class Ledger:
                 self.held_file.unlink(missing_ok=True)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def read_held_records(app_dir: Path) -> dict[str, list[tuple[int, datetime | None]]]:
     """What running hosts of ``app_dir`` hold: queue -> [(pid, visible again at)]. Files
     of hosts that are gone are skipped."""
@@ -140,7 +132,7 @@ def read_held_records(app_dir: Path) -> dict[str, list[tuple[int, datetime | Non
             messages = list(record["messages"])
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        if not _alive(pid):
+        if not process_alive(pid):
             continue
         for message in messages:
             if not isinstance(message, dict):

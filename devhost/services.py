@@ -46,6 +46,7 @@ __all__ = [
     "ServiceName",
     "local_services",
     "parse_latency_ms",
+    "process_alive",
     "start",
     "start_one",
     "status",
@@ -216,7 +217,8 @@ def _read_pid(run_dir: Path, name: str) -> int | None:
         return None
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, or a child this process reaped, does not)."""
     child = _CHILDREN.get(pid)
     if child is not None:
         return child.poll() is None
@@ -278,7 +280,7 @@ def _running(name: str, run_dir: Path) -> tuple[int, int] | None:
     ports = _service_ports(name, run_dir)
     if pid is None or ports is None:
         return None
-    if _alive(pid) and _is_ours(pid, name) and all(_port_open(p) for p in ports.values()):
+    if process_alive(pid) and _is_ours(pid, name) and all(_port_open(p) for p in ports.values()):
         return pid, ports["queue" if name == "azurite" else "cosmos"]
     return None
 
@@ -371,10 +373,10 @@ def _kill_group(pid: int, sig: int) -> None:
 def _wait_dead(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _alive(pid):
+        if not process_alive(pid):
             return True
         time.sleep(0.05)
-    return not _alive(pid)
+    return not process_alive(pid)
 
 
 def start_one(
@@ -436,7 +438,7 @@ def start_one(
         stop_one(name, run_dir)
     else:
         old = _read_pid(run_dir, name)
-        if old is not None and _alive(old) and _is_ours(old, name):
+        if old is not None and process_alive(old) and _is_ours(old, name):
             # Half up, or started by an older devhost with fewer ports: start it afresh.
             stop_one(name, run_dir)
     chosen = port or _read_ports(run_dir).get(name) or DEFAULT_PORTS[name]
@@ -514,7 +516,7 @@ def stop_one(
     pid = _read_pid(run_dir, name)
     if pid is None:
         return
-    if _alive(pid) and _is_ours(pid, name):
+    if process_alive(pid) and _is_ours(pid, name):
         _kill_group(pid, signal.SIGTERM)
         if not _wait_dead(pid, timeout):
             logger.warning("%s (pid %d) ignored SIGTERM; sending SIGKILL", name, pid)
