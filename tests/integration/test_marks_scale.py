@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections import Counter
 from typing import Any
 
 import pytest
@@ -19,32 +18,11 @@ from handlers.settings import load_settings
 from tests.aio import process_mark_message, process_trade_message
 from tests.integration.test_pipeline import fill, ran_ok
 from tests.support import AppUnderTest
+from tests.unit.fakes import CountingStore
 
 pytestmark = pytest.mark.services
 
 SYMBOLS = {"BTCUSDT": "60000", "ETHUSDT": "2500", "BTCUSD_PERP": "60000"}
-
-
-class CountingStore:
-    """Wraps the real Cosmos store and counts every call by method name."""
-
-    def __init__(self, inner: CosmosLedgerStore) -> None:
-        self.inner = inner
-        self.calls: Counter[str] = Counter()
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self.inner, name)
-        if not callable(attr):
-            return attr
-
-        def counted(*args: Any, **kwargs: Any) -> Any:
-            self.calls[name] += 1
-            return attr(*args, **kwargs)
-
-        return counted
-
-    def total(self) -> int:
-        return sum(self.calls.values())
 
 
 def in_process(app: AppUnderTest) -> tuple[Deps, CountingStore]:

@@ -18,6 +18,7 @@ import inspect
 import itertools
 import json
 import logging
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -41,6 +42,7 @@ from handlers.errors import StaleAccountState
 
 __all__ = [
     "Capture",
+    "CountingStore",
     "FakeClock",
     "FakeContext",
     "FakeFanout",
@@ -217,6 +219,28 @@ class FakeStore:
     async def read_failure(self, queue: str, body_digest: str) -> str | None:
         doc = self.failures.get((queue, body_digest))
         return None if doc is None else str(doc["lastError"])
+
+
+class CountingStore:
+    """Wraps a store (a fake or the real Cosmos one) and counts every call by method name."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.calls: Counter[str] = Counter()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if not callable(attr):
+            return attr
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] += 1
+            return attr(*args, **kwargs)
+
+        return counted
+
+    def total(self) -> int:
+        return sum(self.calls.values())
 
 
 class FakeFanout:

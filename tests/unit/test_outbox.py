@@ -16,7 +16,7 @@ from handlers.flows import Deps, note_failure
 from handlers.flows.outbox import LEASE, SWEEP_AT
 from tests.aio import check_stale_marks, process_poison, run
 from tests.events import as_body, load_event
-from tests.unit.fakes import FakeClock, FakeSink, FakeStore, SinkDown, StoreDown
+from tests.unit.fakes import CountingStore, FakeClock, FakeSink, FakeStore, SinkDown, StoreDown
 from tests.unit.flowkit import (
     ACCT,
     FILL_ID,
@@ -94,25 +94,6 @@ def test_a_young_entry_of_an_owner_in_flight_is_left_by_a_sweep(
     assert {a.type for a in sink.sent} == {"INSUFFICIENT_MARGIN", "LIQUIDATION_RISK"}
 
 
-class Counting:
-    """The FakeStore with every call counted by method name."""
-
-    def __init__(self, inner: FakeStore) -> None:
-        self.inner = inner
-        self.calls: Counter[str] = Counter()
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self.inner, name)
-        if not callable(attr):
-            return attr
-
-        def counted(*args: Any, **kwargs: Any) -> Any:
-            self.calls[name] += 1
-            return attr(*args, **kwargs)
-
-        return counted
-
-
 def test_a_restarted_process_costs_what_a_warm_one_does(clock: FakeClock) -> None:
     """Twenty holders with a finished entry each, older than the lease; then a mark and a
     fill. On two identical stores: the process that wrote them (warm) and a new one
@@ -127,7 +108,7 @@ def test_a_restarted_process_costs_what_a_warm_one_does(clock: FakeClock) -> Non
         return store, deps
 
     def cost(store: FakeStore, deps: Deps) -> Counter[str]:
-        counting = Counting(store)
+        counting = CountingStore(store)
         counted = Deps(**{**deps.__dict__, "store": counting})
         marks(counted, mark_at("60100", "2024-10-01T14:00:00Z"))
         body = event("fill_btcusdt_long", accountId="acct-07", tradeId="T-NEXT", fee="0")
