@@ -5,6 +5,7 @@ process and event loop, see :mod:`handlers.bootstrap`). They speak typed documen
 from __future__ import annotations
 
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Protocol
 
 from handlers.core import documents as doc
@@ -64,22 +65,28 @@ class LedgerStore(Protocol):
         """Store a mark document (see ``write_*`` above)."""
         ...
 
-    async def list_holders(self, symbol: str) -> list[tuple[str, str]]:
-        """The index of accounts holding ``symbol``: (accountId, etag) pairs (one query in
-        the symbol's partition).
+    async def query_holders(
+        self, symbol: str, shard: int, low: Decimal, high: Decimal
+    ) -> list[doc.HolderEntry]:
+        """The entries of one shard of ``symbol``'s holder index whose band does not hold
+        both ``low`` and ``high`` (one query in the shard's partition). It may return a
+        few whose band does (the caller checks exactly) and returns every entry without a
+        band.
         """
         ...
 
-    async def index_holder(self, symbol: str, account_id: str) -> doc.MarkDoc | None:
-        """Put ``account_id`` into the index of ``symbol`` (idempotent; changes its etag),
-        then read the symbol's stored mark, in that order and in one request: the mark as
-        stored once the entry was written, or None.
+    async def put_holder(
+        self, entry: doc.HolderEntry, replaces: doc.HolderEntry | None
+    ) -> doc.MarkDoc | None:
+        """Write an index entry (upsert) and delete the one it ``replaces`` (gone is
+        fine), then read the symbol's stored mark, in that order: the mark as stored once
+        the entry was written, or None.
         """
         ...
 
-    async def delete_holder(self, symbol: str, account_id: str, etag: str) -> bool:
-        """Remove an index entry if it is unchanged since ``etag``; False when it changed
-        or is gone.
+    async def delete_holder(self, entry: doc.HolderEntry) -> bool:
+        """Remove an index entry (only while unchanged since ``entry.etag``, when it has
+        one); False when it changed or is gone.
         """
         ...
 

@@ -28,8 +28,10 @@ __all__ = [
     "INSTRUMENTS_FILE",
     "MARKS_FANOUT_BATCH",
     "MARKS_FANOUT_QUEUE",
+    "MARKS_INDEX_SHARDS",
     "MARKS_QUEUE",
     "MARK_CACHE_SECONDS",
+    "RISK_BAND_WIDTH",
     "RISK_LARGE_TRADE_NOTIONAL",
     "RISK_MARGIN_CALL_RATIO",
     "RISK_POSITION_LIMIT_NOTIONAL",
@@ -57,6 +59,8 @@ STALE_MARK_AFTER_SECONDS = "STALE_MARK_AFTER_SECONDS"
 MARK_CACHE_SECONDS = "MARK_CACHE_SECONDS"
 MARKS_FANOUT_QUEUE = "MARKS_FANOUT_QUEUE"
 MARKS_FANOUT_BATCH = "MARKS_FANOUT_BATCH"
+MARKS_INDEX_SHARDS = "MARKS_INDEX_SHARDS"
+RISK_BAND_WIDTH = "RISK_BAND_WIDTH"
 AZURE_SDK_LOG_LEVEL = "AZURE_SDK_LOG_LEVEL"
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 #: Prefixes of every setting name the app (or its telemetry) reads (not itself a setting, so
@@ -190,6 +194,10 @@ class Settings:
     #: Accounts one invocation re-values for a mark; a mark with more holders hands the
     #: rest to ``marks_fanout_queue`` in units of this many (the bound on its work).
     marks_fanout_batch: int = 200
+    #: Logical partitions the holder index of one symbol spans (``MARKS_INDEX_SHARDS``).
+    marks_index_shards: int = 4
+    #: The widest risk band, a fraction of the mark each way (``RISK_BAND_WIDTH``).
+    risk_band_width: Decimal = Decimal("0.05")
     #: The level of the Azure SDKs' loggers (their HTTP logs are INFO: kept out of the
     #: worker's forwarded logs, and so of Application Insights, by default).
     azure_sdk_log_level: str = "WARNING"
@@ -217,6 +225,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         env, MARK_CACHE_SECONDS, "0", Decimal(0), Decimal(60), "from 0 to 60 seconds"
     )
     batch = _integer(env, MARKS_FANOUT_BATCH, "200", 1, 5000)
+    shards = _integer(env, MARKS_INDEX_SHARDS, "4", 1, 64)
+    width = _number(env, RISK_BAND_WIDTH, "0.05", Decimal(0), Decimal("0.5"), "in (0, 0.5]")
+    if width == 0:
+        raise ConfigurationError("must be in (0, 0.5]", RISK_BAND_WIDTH, str(width))
     level = get(AZURE_SDK_LOG_LEVEL, "WARNING").upper()
     if level not in _LOG_LEVELS:
         raise ConfigurationError(
@@ -233,6 +245,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     return Settings(
         marks_fanout_queue=_queue(env, MARKS_FANOUT_QUEUE, marks_queue + "-fanout"),
         marks_fanout_batch=batch,
+        marks_index_shards=shards,
+        risk_band_width=width,
         stale_mark_after_seconds=stale,
         mark_cache_seconds=float(cache_seconds),
         trades_queue=_queue(env, TRADES_QUEUE, "trades"),

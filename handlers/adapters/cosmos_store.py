@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from decimal import Decimal
 from typing import Any
 
 from azure.core import MatchConditions
@@ -26,7 +27,6 @@ from handlers.adapters.cosmos_client import (
     ACCOUNT_CACHE_SIZE,
     CONTAINERS,
     AccountCache,
-    batch_status,
     connect,
     translate,
 )
@@ -37,6 +37,9 @@ from handlers.adapters.mapping import (
     deadletter_from_document,
     deadletter_to_document,
     failure_to_document,
+    holder_from_document,
+    holder_partition,
+    holder_to_document,
     mark_from_document,
     mark_to_document,
     pass_from_document,
@@ -51,6 +54,7 @@ from handlers.core.documents import (
     AccountDoc,
     DeadLetter,
     FailureNote,
+    HolderEntry,
     MarkDoc,
     MarkPass,
     Record,
@@ -58,7 +62,7 @@ from handlers.core.documents import (
     StaleWatch,
 )
 from handlers.core.valuation import Valuation
-from handlers.errors import StaleAccountState, TransientStoreError, UnreadableDocument
+from handlers.errors import StaleAccountState, UnreadableDocument
 
 __all__ = ["ACCOUNT_CACHE_SIZE", "CONTAINERS", "AccountCache", "CosmosLedgerStore", "connect"]
 
@@ -243,62 +247,77 @@ class CosmosLedgerStore:
 
     # -- the holder index ----------------------------------------------------------------
 
-    async def list_holders(self, symbol: str) -> list[tuple[str, str]]:
+    async def query_holders(
+        self, symbol: str, shard: int, low: Decimal, high: Decimal
+    ) -> list[HolderEntry]:
+        """One query in the shard's partition: the entries whose band does not hold both
+        ``low`` and ``high`` (on the narrowed floats, so a few more), and the entries
+        without a band."""
         proxy = await self.container("marks")
+        partition = holder_partition(symbol, shard)
 
         async def query() -> list[dict[str, Any]]:
             pages = proxy.query_items(
-                "SELECT c.accountId, c._etag FROM c WHERE c.symbol = @symbol AND c.type = 'holder'",
-                parameters=[{"name": "@symbol", "value": symbol}],
-                partition_key=symbol,
+                "SELECT * FROM c WHERE c.type = 'holder' AND "
+                "(NOT IS_DEFINED(c.lowF) OR c.lowF > @low OR c.highF < @high)",
+                parameters=[
+                    {"name": "@low", "value": float(low)},
+                    {"name": "@high", "value": float(high)},
+                ],
+                partition_key=partition,
             )
             return [row async for row in pages]
 
-        rows = await translate(query, f"list holders of {symbol}")
-        return [(str(r["accountId"]), str(r["_etag"])) for r in rows]
+        rows = await translate(query, f"query holders of {partition}")
+        return [holder_from_document(r, symbol, shard) for r in rows]
 
-    async def index_holder(self, symbol: str, account_id: str) -> MarkDoc | None:
-        """Upsert ``holder:<accountId>`` and read ``@mark`` in one transactional batch of
-        the symbol's partition. Without a stored mark the batch fails on its read, and
-        Cosmos rolls the upsert back: the entry is then upserted alone and the mark read
-        after it (a mark stored in between must be seen), three requests in all."""
+    async def put_holder(self, entry: HolderEntry, replaces: HolderEntry | None) -> MarkDoc | None:
+        """Upsert the entry, delete the one it replaces, then read ``@mark``: one
+        transactional batch when all three are in the symbol's own partition (shard 0),
+        else the batch of what shares the entry's partition and a read after it. When
+        the batch fails (no mark stored yet, the replaced entry already gone), the same
+        operations run one by one, in the same order."""
         proxy = await self.container("marks")
-        body = {
-            "id": f"holder:{account_id}",
-            "symbol": symbol,
-            "accountId": account_id,
-            "type": "holder",
-            "schemaVersion": 1,
-        }
-        what = f"index holder {symbol}/{account_id}"
+        partition = holder_partition(entry.symbol, entry.shard)
+        body = holder_to_document(entry)
+        what = f"index holder {partition}/{entry.account_id}"
+        ops: list[tuple[str, tuple[Any, ...]]] = [("upsert", (body,))]
+        alone = replaces
+        if replaces is not None and replaces.shard == entry.shard:
+            ops.append(("delete", (replaces.entry_id,)))
+            alone = None
+        reads = entry.shard == 0
+        if reads:
+            ops.append(("read", ("@mark",)))
         try:
             results = await translate(
-                lambda: proxy.execute_item_batch(
-                    [("upsert", (body,)), ("read", ("@mark",))], partition_key=symbol
-                ),
-                what,
+                lambda: proxy.execute_item_batch(ops, partition_key=partition), what
             )
-        except CosmosBatchOperationError as exc:
-            if exc.error_index != 1 or batch_status(exc, 1) != 404:
-                raise TransientStoreError(
-                    f"{what}: the batch failed at operation {exc.error_index}: {exc.message}"
-                ) from exc
+        except CosmosBatchOperationError:
             await translate(lambda: proxy.upsert_item(body=body), what)
-            return await self.read_mark(symbol)
-        mark = results[1].get("resourceBody")
+            if replaces is not None:
+                await self.delete_holder(replaces)
+            return await self.read_mark(entry.symbol)
+        if alone is not None:
+            await self.delete_holder(alone)
+        if not reads:
+            return await self.read_mark(entry.symbol)
+        mark = results[-1].get("resourceBody")
         return mark_from_document(mark) if isinstance(mark, dict) else None
 
-    async def delete_holder(self, symbol: str, account_id: str, etag: str) -> bool:
+    async def delete_holder(self, entry: HolderEntry) -> bool:
         proxy = await self.container("marks")
+        condition: dict[str, Any] = {}
+        if entry.etag is not None:
+            condition = {"etag": entry.etag, "match_condition": MatchConditions.IfNotModified}
         try:
             await translate(
                 lambda: proxy.delete_item(
-                    item=f"holder:{account_id}",
-                    partition_key=symbol,
-                    etag=etag,
-                    match_condition=MatchConditions.IfNotModified,
+                    item=entry.entry_id,
+                    partition_key=holder_partition(entry.symbol, entry.shard),
+                    **condition,
                 ),
-                f"delete holder {symbol}/{account_id}",
+                f"delete holder {entry.symbol}/{entry.account_id}",
             )
         except (CosmosAccessConditionFailedError, CosmosResourceNotFoundError):
             return False

@@ -33,6 +33,7 @@ __all__ = [
     "Entry",
     "EventRecord",
     "FailureNote",
+    "HolderEntry",
     "MarkDoc",
     "MarkPass",
     "PassMark",
@@ -174,6 +175,10 @@ class AccountDoc:
     version: int = 0
     etag: str | None = None
     updated_at: datetime | None = None
+    #: The risk band of each open symbol (:mod:`handlers.core.bands`), and the account
+    #: version that set them: their index entries are ``holder:<accountId>:<bands_version>``.
+    bands: Mapping[str, tuple[Decimal, Decimal]] = field(default_factory=dict)
+    bands_version: int = 0
 
     def entry(self, key: str) -> Entry | None:
         for item in self.pending:
@@ -223,9 +228,33 @@ class MarkDoc:
     timestamp: datetime
     updated_at: datetime
     etag: str | None = None
+    #: The most holder-index shards any writer has used for the symbol (a pass queries
+    #: them all, so a smaller ``MARKS_INDEX_SHARDS`` later misses no entry).
+    shards: int = 1
     #: Read from documents of earlier versions only (the stale mark they alerted for);
     #: the watch document (:class:`StaleWatch`) keeps it now.
     stale_alerted: str | None = None
+
+
+@dataclass(frozen=True)
+class HolderEntry:
+    """One account in the holder index of a symbol (``marks``, partition ``<symbol>`` for
+    shard 0, ``<symbol>~<shard>`` for the others): its risk band on the symbol as of the
+    account version ``version``. ``band`` and ``version`` are None for an entry written
+    before bands existed (it is visited by every mark)."""
+
+    symbol: str
+    shard: int
+    account_id: str
+    band: tuple[Decimal, Decimal] | None
+    version: int | None
+    etag: str | None = None
+
+    @property
+    def entry_id(self) -> str:
+        if self.version is None:
+            return f"holder:{self.account_id}"
+        return f"holder:{self.account_id}:{self.version}"
 
 
 @dataclass(frozen=True)
@@ -261,6 +290,9 @@ class MarkPass:
     symbols: tuple[str, ...]
     raw_body: str
     created_at: datetime
+    #: The stored mark of each of its symbols before the message stored its own: what an
+    #: account is valued at on a symbol whose entries of this message come later.
+    prior: tuple[PassMark, ...] = ()
 
 
 # --- deadletters ----------------------------------------------------------------------

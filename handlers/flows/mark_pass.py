@@ -21,12 +21,12 @@ from typing import Any
 
 from handlers.core.contracts import Alert
 from handlers.core.decode import BodyError, JsonNumber
-from handlers.core.documents import MarkPass, PassMark
+from handlers.core.documents import HolderEntry, MarkPass, PassMark
 from handlers.flows.deadletters import BodyRef
 from handlers.flows.delivery import Delivery, Identity
 from handlers.flows.deps import Deps, Outcome
 from handlers.flows.rejections import reject
-from handlers.flows.revaluation import Visit, revalue
+from handlers.flows.revaluation import Board, Visit, revalue
 from handlers.flows.stored_marks import read_mark
 
 __all__ = [
@@ -58,10 +58,11 @@ def pass_key(body_digest: str) -> str:
 
 @dataclass(frozen=True)
 class Holding:
-    """One listed account and, per symbol it is listed under, its index entry's ETag."""
+    """One listed account and the index entries that listed it (a mark leaves their
+    band)."""
 
     account_id: str
-    etags: Mapping[str, str]
+    entries: tuple[HolderEntry, ...]
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,10 @@ def unit_texts(
             texts.append(json.dumps({**unit, "accounts": rows}, separators=(",", ":")))
 
     for holding in holdings:
-        row = [holding.account_id, dict(holding.etags)]
+        row = [
+            holding.account_id,
+            [[e.symbol, e.shard, e.version, e.etag] for e in holding.entries],
+        ]
         cost = len(json.dumps(row)) + 1
         if rows and (len(rows) >= batch or size + cost > UNIT_BYTES):
             flush()
@@ -125,16 +129,40 @@ def parse_unit(obj: Mapping[str, Any]) -> Unit:
         raise BodyError("SCHEMA_INVALID", f"not a {UNIT_TYPE} unit of this app")
     holdings = []
     for row in rows:
-        if (
-            not isinstance(row, list)
-            or len(row) != 2
-            or not isinstance(row[0], str)
-            or not isinstance(row[1], dict)
-            or not all(isinstance(k, str) and isinstance(v, str) for k, v in row[1].items())
-        ):
-            raise BodyError("SCHEMA_INVALID", "a unit account must be [accountId, {symbol: etag}]")
-        holdings.append(Holding(row[0], dict(row[1])))
+        if not isinstance(row, list) or len(row) != 2 or not isinstance(row[0], str):
+            raise BodyError("SCHEMA_INVALID", "a unit account must be [accountId, entries]")
+        holdings.append(Holding(row[0], _entries(row[0], row[1])))
     return Unit(digest, tuple(holdings), retry)
+
+
+def _entries(account_id: str, raw: object) -> tuple[HolderEntry, ...]:
+    """A unit row's index entries: ``[[symbol, shard, version, etag], …]`` (or, from a unit
+    written before bands, ``{symbol: etag}``).
+
+    Raises:
+        BodyError: neither shape.
+    """
+    if isinstance(raw, dict) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in raw.items()
+    ):
+        return tuple(HolderEntry(k, 0, account_id, None, None, v) for k, v in raw.items())
+    if not isinstance(raw, list):
+        raise BodyError("SCHEMA_INVALID", "a unit account's entries must be a list")
+    out = []
+    for item in raw:
+        if not (
+            isinstance(item, list)
+            and len(item) == 4
+            and isinstance(item[0], str)
+            and isinstance(item[1], JsonNumber)
+            and item[1].text.isdigit()
+            and (item[2] is None or (isinstance(item[2], JsonNumber) and item[2].text.isdigit()))
+            and (item[3] is None or isinstance(item[3], str))
+        ):
+            raise BodyError("SCHEMA_INVALID", "a unit entry must be [symbol, shard, version, etag]")
+        version = None if item[2] is None else int(item[2].text)
+        out.append(HolderEntry(item[0], int(item[1].text), account_id, None, version, item[3]))
+    return tuple(out)
 
 
 async def visit_accounts(
@@ -156,21 +184,18 @@ async def visit_accounts(
     """
     key = pass_key(mark_pass.body_digest)
     body = BodyRef(mark_pass.body_digest, mark_pass.raw_body, queue)
+    board = Board(deps, {m.symbol: m for m in mark_pass.prior} | _unknown(mark_pass))
     gate = asyncio.Semaphore(MARK_CONCURRENCY)
     sent: dict[str, list[Alert]] = {}
     written = 0
 
     async def one(holding: Holding) -> None:
         nonlocal written
-        marks = tuple(m for m in mark_pass.marks if m.symbol in holding.etags)
+        visit = Visit(mark_pass.marks, key, key, delivery, body, board, holding.entries)
         async with gate:
-            result = await revalue(deps, holding.account_id, Visit(marks, key, key, delivery, body))
-            if result is None:
-                return
-            if marks and not result.holds:
-                for symbol in sorted({m.symbol for m in marks}):
-                    etag = holding.etags[symbol]
-                    await deps.store.delete_holder(symbol, holding.account_id, etag)
+            result = await revalue(deps, holding.account_id, visit)
+        if result is None:
+            return
         written += result.wrote
         for alert in result.alerts:
             sent.setdefault(alert.sourceId, []).append(alert)
@@ -205,15 +230,19 @@ async def handle_unit(deps: Deps, delivery: Delivery, unit: Unit) -> Outcome:
             if stored is None or stored.timestamp <= newest:
                 current.append(symbol)
         marks = tuple(m for m in marks if m.symbol in current)
-    applied = MarkPass(
-        mark_pass.body_digest, marks, mark_pass.symbols, mark_pass.raw_body, mark_pass.created_at
-    )
+    applied = replace(mark_pass, marks=marks)
     written, sent = await visit_accounts(
         deps, applied, unit.holdings, delivery, deps.settings.marks_queue
     )
     alerts = tuple(a for found in sent.values() for a in found)
     detail = f"{written} of {len(unit.holdings)} account(s) re-valued"
     return Outcome("APPLIED", pass_key(unit.body_digest), alerts=alerts, detail=detail)
+
+
+def _unknown(mark_pass: MarkPass) -> dict[str, PassMark | None]:
+    """The pass's symbols that had no stored mark before it (valued at none)."""
+    known = {m.symbol for m in mark_pass.prior}
+    return {m.symbol: None for m in mark_pass.marks if m.symbol not in known}
 
 
 def read_unit(delivery: Delivery) -> Unit | BodyError:

@@ -22,7 +22,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from handlers.core.contracts import Mark, MarkEntry, Marks, mark_id, validate_inbound
-from handlers.core.documents import MarkDoc, MarkPass, PassMark
+from handlers.core.documents import HolderEntry, MarkDoc, MarkPass, PassMark
+from handlers.flows.banding import list_leavers
 from handlers.flows.delivery import (
     Delivery,
     Identity,
@@ -138,11 +139,18 @@ async def apply_marks(deps: Deps, marks: Sequence[PassMark], delivery: Delivery)
         by_symbol.setdefault(m.symbol, []).append(m)
     applied: list[PassMark] = []
     finish: set[str] = set()
+    prior: list[PassMark] = []
+    shards: dict[str, int] = {}
     for symbol, mine in sorted(by_symbol.items()):
         before = await read_mark(deps, symbol)
         newer = [m for m in mine if before is None or m.timestamp > before.timestamp]
+        if before is not None:
+            shards[symbol] = before.shards
+        if before is not None and not _is(before, mine[-1]):
+            prior.append(PassMark(symbol, before.price, before.timestamp, before.mark_id))
         if newer:  # stored first: whatever lands from now on sees it
-            await store_newest(deps, newer[-1])
+            stored = await store_newest(deps, newer[-1])
+            shards[symbol] = stored.shards
             applied += newer
         elif delivery.retry and _is(before, mine[-1]):
             applied += mine  # its own mark is stored: run the pass again
@@ -157,17 +165,21 @@ async def apply_marks(deps: Deps, marks: Sequence[PassMark], delivery: Delivery)
     symbols = sorted({m.symbol for m in applied} | finish)
     if not symbols:
         return outcomes
-    listed: dict[str, dict[str, str]] = {}
+    listed: dict[str, list[HolderEntry]] = {}
     for symbol in symbols:
-        for account_id, etag in await deps.store.list_holders(symbol):
-            listed.setdefault(account_id, {})[symbol] = etag
-    holdings = [Holding(a, listed[a]) for a in sorted(listed)]
+        prices = [m.price for m in applied if m.symbol == symbol]
+        for entry in await list_leavers(
+            deps, symbol, prices, shards.get(symbol, 1), delivery.retry
+        ):
+            listed.setdefault(entry.account_id, []).append(entry)
+    holdings = [Holding(a, tuple(listed[a])) for a in sorted(listed)]
     mark_pass = MarkPass(
         delivery.digest,
         tuple(sorted(applied, key=lambda m: (m.timestamp, m.symbol))),
         tuple(symbols),
         raw_text(delivery.raw),
         deps.clock(),
+        tuple(prior),
     )
     batch = deps.settings.marks_fanout_batch
     here, rest = holdings[:batch], holdings[batch:]

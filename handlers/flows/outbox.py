@@ -4,8 +4,8 @@ Every flow that changes a document and then has effects outside it (index a hold
 alerts, write a record) commits those effects as an :class:`~handlers.core.documents.Entry`
 in the SAME conditional write as the change, then finishes the entry::
 
-    commit (state + entry, one conditional write) ─[1]─▶ index holders ─[2]─▶ send alerts
-    ─[3]─▶ create the record ─[4]─▶ … a later write prunes the entry (sweep)
+    commit (state + entry, one conditional write) ─[1]─▶ (index its bands) ─[2]─▶ send
+    alerts ─[3]─▶ create the record ─[4]─▶ … a later write prunes the entry (sweep)
 
 The record's existence means "done" (it is written last). An entry without a record
 (deadletters, stale marks) is done once a write removes it. Who finishes an entry:
@@ -37,7 +37,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from handlers.core.contracts import Alert
-from handlers.core.documents import Entry, MarkDoc, Record, SentMarker, sent_marker_id
+from handlers.core.documents import Entry, Record, SentMarker, sent_marker_id
 from handlers.flows.conflicts import until_written
 from handlers.flows.delivery import Delivery
 from handlers.flows.deps import Deps
@@ -74,29 +74,21 @@ def may_take_over(entry: Entry, retry: bool, now: datetime) -> bool:
     return retry or now - entry.committed_at >= LEASE
 
 
-async def finish(
-    deps: Deps, partition: str, entry: Entry, record: Record | None = None
-) -> dict[str, MarkDoc | None]:
-    """Finish an entry (idempotent): index the symbols it opened, send its alerts, then
-    create its record — the entry's own, or ``record`` for an entry that carries only the
-    record's id (its message rebuilt it). Returns each indexed symbol's stored mark as read
-    right after its index entry was written (for a fill's catch-up).
+async def finish(deps: Deps, partition: str, entry: Entry, record: Record | None = None) -> None:
+    """Finish an entry (idempotent): send its alerts, then create its record — the
+    entry's own, or ``record`` for an entry that carries only the record's id (its
+    message rebuilt it). (Index entries are written by the flow, after the account and
+    before this: :func:`handlers.flows.banding.write_index`.)
 
     Raises:
         TransientStoreError, UnreadableDocument: the store failed (the entry stays).
         Exception: the alerts queue failed (the entry stays).
     """
-    indexed: dict[str, MarkDoc | None] = {}
-    for symbol in entry.holders:
-        at = deps.clock()
-        indexed[symbol] = mark = await deps.store.index_holder(symbol, partition)
-        deps.runtime.marks.put(symbol, mark, at)
     if entry.alerts:
         await deps.sink.send(entry.alerts)
     done = entry.record or record
     if done is not None:
         await deps.store.create_record(done)
-    return indexed
 
 
 async def finish_unrecorded(

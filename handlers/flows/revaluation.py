@@ -1,45 +1,93 @@
 """Re-value one account at some marks, in one conditional write: what a mark's pass does
-to each holder, and what a fill's catch-up does to its own account.
+to an account whose band it leaves, and what a fill's catch-up does to its own account.
 
-A mark moves a position only forward (a mark not newer than the position's own changes
-nothing), so visits in any order, repeated or concurrent, end at the newest mark. The
-alerts the write raises are committed as an outbox entry under ``key`` and finished at
-once; a later visit under the same key (a retry, a copy) completes that entry.
+The visit walks the marks in order. A mark inside the account's band on its symbol
+changes no risk state (the band is sound), so it is passed over: the stored figures stay
+as of ``valuedAt``. A mark that leaves the band re-values the account at that mark and the
+latest marks of its other symbols (:func:`handlers.core.revalue.revalue_at`; its alerts
+carry that mark's id) and sets new bands around them. A mark moves a position only
+forward, so visits in any order, repeated or concurrent, never go back. The alerts are
+committed as an outbox entry under ``key`` and finished at once; a later visit under the
+same key (a retry, a copy) completes that entry.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
-from handlers.core.alerts import risk_alerts
+from handlers.core.alerts import AlertSpec
 from handlers.core.contracts import Alert
-from handlers.core.documents import AccountDoc, Entry, PassMark, RevaluationRecord
-from handlers.core.state import apply_mark
-from handlers.core.valuation import settle_risk_states, value
+from handlers.core.documents import (
+    AccountDoc,
+    Entry,
+    HolderEntry,
+    MarkDoc,
+    PassMark,
+    RevaluationRecord,
+)
+from handlers.core.revalue import MarkAt, revalue_at
+from handlers.core.valuation import value
 from handlers.errors import UnreadableDocument
 from handlers.flows import outbox
+from handlers.flows.banding import banded, entries_of, held_symbols, outside_band, write_index
 from handlers.flows.conflicts import until_written
 from handlers.flows.deadletters import BodyRef, dead_letter_account
 from handlers.flows.delivery import Delivery, Identity, alerts_for
 from handlers.flows.deps import Deps
+from handlers.flows.stored_marks import read_mark
 
-__all__ = ["Revalued", "Visit", "revalue"]
+__all__ = ["Board", "Revalued", "Visit", "revalue"]
+
+
+class Board:
+    """The marks a pass values accounts at besides its own: for a symbol of the message,
+    its stored mark before the message (``prior``); for any other, the latest stored mark,
+    read once per invocation."""
+
+    def __init__(self, deps: Deps, prior: Mapping[str, PassMark | None]) -> None:
+        self._deps = deps
+        self._prior = dict(prior)
+        self._read: dict[str, MarkAt | None] = {}
+        self._lock = asyncio.Lock()
+
+    async def mark(self, symbol: str) -> MarkAt | None:
+        """The mark of ``symbol`` to value at, or None (no stored mark).
+
+        Raises:
+            TransientStoreError, UnreadableDocument: the store failed.
+        """
+        if symbol in self._prior:
+            prior = self._prior[symbol]
+            return None if prior is None else (symbol, prior.price, prior.timestamp)
+        async with self._lock:
+            if symbol not in self._read:
+                stored = await read_mark(self._deps, symbol)
+                self._read[symbol] = _at(stored)
+            return self._read[symbol]
+
+
+def _at(mark: MarkDoc | None) -> MarkAt | None:
+    return None if mark is None else (mark.symbol, mark.price, mark.timestamp)
 
 
 @dataclass(frozen=True)
 class Visit:
-    """One visit of an account: apply ``marks`` (in order) under the entry ``key`` of the
+    """One visit of an account: walk ``marks`` (in order) under the entry ``key`` of the
     message ``source``; ``delivery`` decides whether this visit may finish an entry of the
     same key another invocation left; ``body`` is what a deadletter of an unreadable
-    account names."""
+    account names; ``board`` gives the other symbols' marks (None: the latest stored);
+    ``listed`` are the index entries that sent the pass here (removed when stale)."""
 
     marks: tuple[PassMark, ...]
     key: str
     source: str
     delivery: Delivery
     body: BodyRef
+    board: Board | None = None
+    listed: tuple[HolderEntry, ...] = field(default=())
 
 
 @dataclass(frozen=True)
@@ -50,6 +98,9 @@ class Revalued:
     alerts: tuple[Alert, ...]
     holds: bool
     wrote: bool
+    #: What the write left for the post-check: the account and each new entry's mark.
+    written: AccountDoc | None = None
+    indexed: Mapping[str, MarkDoc | None] = field(default_factory=dict)
 
 
 async def _write_key(
@@ -100,7 +151,48 @@ async def revalue(deps: Deps, account_id: str, visit: Visit) -> Revalued | None:
         async with deps.runtime.account_locks.hold(account_id):
             return await _visit_once(deps, account_id, visit, cached=n == 0)
 
-    return await until_written(attempt, deps.sleep, f"account {account_id}")
+    result = await until_written(attempt, deps.sleep, f"account {account_id}")
+    if result is None or result.written is None:
+        return result
+    caught = await _post_check(deps, result.written, result.indexed, visit)
+    return Revalued(result.alerts + caught, result.holds, result.wrote)
+
+
+async def _walk(
+    deps: Deps, account: AccountDoc, fresh: Sequence[PassMark], board: Board
+) -> tuple[AccountDoc, list[tuple[PassMark, list[AlertSpec]]], list[PassMark]]:
+    """Walk the fresh marks over the account: each one that leaves its band re-values it
+    (at that mark and the marks so far of its other symbols) and re-bands it. Returns the
+    account as the walk leaves it, the alert specs by mark, and the marks that re-valued.
+
+    Raises:
+        TransientStoreError, UnreadableDocument: a mark read failed.
+    """
+    catalog, ratio = deps.catalog, deps.settings.margin_call_ratio
+    current = account
+    walked: dict[str, PassMark] = {}
+    raised: list[tuple[PassMark, list[AlertSpec]]] = []
+    moved: list[PassMark] = []
+    for mark in fresh:
+        if not outside_band(current.bands, mark.symbol, mark.price):
+            walked[mark.symbol] = mark
+            continue
+        at: list[MarkAt] = []
+        for symbol in held_symbols(current.ledger):
+            if symbol == mark.symbol:
+                continue
+            seen = walked.get(symbol)
+            other = (symbol, seen.price, seen.timestamp) if seen else await board.mark(symbol)
+            if other is not None:
+                at.append(other)
+        at.append((mark.symbol, mark.price, mark.timestamp))
+        ledger, specs, _ = revalue_at(current.ledger, at, catalog, ratio)
+        walked[mark.symbol] = mark
+        moved.append(mark)
+        raised.append((mark, specs))
+        step = replace(current, ledger=ledger, version=account.version + 1)
+        current = banded(deps, current, step)
+    return current, raised, moved
 
 
 async def _visit_once(deps: Deps, account_id: str, visit: Visit, cached: bool) -> Revalued | None:
@@ -111,7 +203,7 @@ async def _visit_once(deps: Deps, account_id: str, visit: Visit, cached: bool) -
         if (
             account is not None
             and cached
-            and (not _fresh(account, visit.marks) or account.entry(visit.key) is not None)
+            and (not _leaves(account, visit.marks) or account.entry(visit.key) is not None)
         ):
             account = await deps.store.read_account(account_id, fresh=True)
     except UnreadableDocument as exc:
@@ -128,6 +220,7 @@ async def _visit_once(deps: Deps, account_id: str, visit: Visit, cached: bool) -
             )
         return None
     if account is None:
+        await _drop_stale(deps, None, visit.listed)
         return Revalued((), False, False)
     symbols = {m.symbol for m in visit.marks}
     holds = any(p.is_open and p.symbol in symbols for p in account.ledger.positions)
@@ -136,33 +229,93 @@ async def _visit_once(deps: Deps, account_id: str, visit: Visit, cached: bool) -
     for left in own:
         done += (await outbox.complete(deps, account_id, left, visit.delivery)).alerts
     fresh = _fresh(account, visit.marks)
-    if not fresh:
-        return Revalued(done, holds, False)
-    key = await _write_key(deps, account_id, visit, bool(own), fresh)
+    board = visit.board or Board(deps, {})
+    walked, raised, moved = await _walk(deps, account, fresh, board) if fresh else (account, [], [])
+    if not moved:
+        tidied = await _drop_stale(deps, account, visit.listed)
+        return Revalued(done, holds, False, account if tidied else None, tidied)
+    key = await _write_key(deps, account_id, visit, bool(own), moved)
     drop = await outbox.settle(deps, account_id, account.pending)
-    ledger = account.ledger
     now = deps.clock()
-    raised: list[Alert] = []
-    ratio = deps.settings.margin_call_ratio
-    for mark in fresh:  # in order: each transition alerts with its own mark id
-        moved = apply_mark(ledger, mark.symbol, mark.price, mark.timestamp)
-        after = value(moved, deps.catalog, ratio)
+    alerts: list[Alert] = []
+    for mark, specs in raised:  # in order: each transition alerts with its own mark id
         ident = Identity(mark.mark_id, account_id, None, mark.symbol)
-        raised += alerts_for(risk_alerts(ledger, after), ident, now)
-        ledger = settle_risk_states(moved, after)
-    new = replace(account.without(drop), ledger=ledger, version=account.version + 1, updated_at=now)
+        alerts += alerts_for(specs, ident, now)
+    new = replace(walked, pending=account.without(drop).pending, updated_at=now)
     entry: Entry | None = None
-    if raised:  # an entry (and a record) only when the write raises alerts
+    if alerts:  # an entry (and a record) only when the write raises alerts
         record = RevaluationRecord(
             source=key,
             account_id=account_id,
-            marks={m.symbol: m.timestamp for m in fresh},
-            alerts=tuple(raised),
+            marks={m.symbol: m.timestamp for m in moved},
+            alerts=tuple(alerts),
             created_at=now,
         )
         entry = Entry(key, visit.source, record.alerts, now, record)
         new = new.with_entry(entry)
-    await deps.store.write_account(new, value(ledger, deps.catalog, ratio), account.etag)
+    ratio = deps.settings.margin_call_ratio
+    await deps.store.write_account(new, value(new.ledger, deps.catalog, ratio), account.etag)
+    indexed = await write_index(deps, account, new)
+    await _drop_stale(deps, new, visit.listed, replaced=account)
     if entry is not None:
         await outbox.finish(deps, account_id, entry)
-    return Revalued(done + tuple(raised), True, True)
+    return Revalued(done + tuple(alerts), True, True, new, indexed)
+
+
+def _leaves(account: AccountDoc, marks: Sequence[PassMark]) -> bool:
+    """Whether any fresh mark leaves the account's band (a write will follow)."""
+    return any(outside_band(account.bands, m.symbol, m.price) for m in _fresh(account, marks))
+
+
+async def _drop_stale(
+    deps: Deps,
+    account: AccountDoc | None,
+    listed: Sequence[HolderEntry],
+    replaced: AccountDoc | None = None,
+) -> dict[str, MarkDoc | None]:
+    """Remove the listed index entries the account no longer calls for (an older bands
+    version, another shard, a symbol it closed), each only while unchanged. Its current
+    entries are re-asserted first (a crash may have kept them from being written), and
+    their marks returned for the post-check — unless the caller has just written them,
+    replacing the entries of ``replaced`` (which are then not deleted again).
+
+    Raises:
+        TransientStoreError: the store failed.
+    """
+    wanted = (
+        {(e.symbol, e.shard, e.entry_id) for e in entries_of(deps, account)} if account else set()
+    )
+    if replaced is not None:
+        wanted |= {(e.symbol, e.shard, e.entry_id) for e in entries_of(deps, replaced)}
+    stale = [e for e in listed if (e.symbol, e.shard, e.entry_id) not in wanted]
+    if not stale:
+        return {}
+    indexed = {}
+    if replaced is None and account is not None and account.bands:
+        indexed = await write_index(deps, None, account)
+    await asyncio.gather(*(deps.store.delete_holder(e) for e in stale))
+    return indexed
+
+
+async def _post_check(
+    deps: Deps, account: AccountDoc, indexed: Mapping[str, MarkDoc | None], visit: Visit
+) -> tuple[Alert, ...]:
+    """After new entries: a mark stored since may have queried the index before them; when
+    one lies outside the new band, re-value at it now (key ``mark:<markId>:<source>``).
+
+    Raises:
+        as :func:`revalue`.
+    """
+    sent: tuple[Alert, ...] = ()
+    for symbol, mark in sorted(indexed.items()):
+        if mark is None or not outside_band(account.bands, symbol, mark.price):
+            continue
+        if not _fresh(account, [PassMark(symbol, mark.price, mark.timestamp, mark.mark_id)]):
+            continue
+        applied = PassMark(symbol, mark.price, mark.timestamp, mark.mark_id)
+        key = f"mark:{mark.mark_id}:{visit.source}"
+        catch_up = Visit((applied,), key, visit.source, visit.delivery, visit.body)
+        result = await revalue(deps, account.account_id, catch_up)
+        if result is not None:
+            sent += result.alerts
+    return sent

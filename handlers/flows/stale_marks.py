@@ -18,6 +18,7 @@ from handlers.core.contracts import format_timestamp
 from handlers.core.documents import Entry, StaleWatch
 from handlers.errors import StaleAccountState
 from handlers.flows import outbox
+from handlers.flows.banding import list_leavers
 from handlers.flows.delivery import Identity, alerts_for
 from handlers.flows.deps import Deps, Outcome
 from handlers.flows.stored_marks import read_mark
@@ -60,7 +61,7 @@ async def check_stale_marks(deps: Deps) -> list[Outcome]:
         alerted = watch.alerted if watch else (mark.stale_alerted if mark else None)
         if alerted == source:  # (a mark document of an earlier version names it itself)
             continue
-        if not await deps.store.list_holders(symbol):
+        if not await list_leavers(deps, symbol, [], mark.shards if mark else 1, everyone=True):
             continue
         age = "no mark yet" if stamp is None else f"last mark {format_timestamp(stamp)}"
         spec = AlertSpec(

@@ -54,6 +54,7 @@ async def store_newest(deps: Deps, mark: PassMark) -> MarkDoc:
             price=mark.price,
             timestamp=mark.timestamp,
             updated_at=now,
+            shards=max(current.shards if current else 1, deps.settings.marks_index_shards),
         )
         etag = await deps.store.write_mark(doc, current.etag if current else None)
         stored = replace(doc, etag=etag)

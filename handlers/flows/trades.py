@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
-from decimal import Decimal
 
 from pydantic import ValidationError
 
@@ -21,10 +20,18 @@ from handlers.core.alerts import fill_alerts, risk_alerts
 from handlers.core.contracts import Alert, Fill, Transfer, validate_inbound
 from handlers.core.decimals import format_decimal
 from handlers.core.documents import AccountDoc, Entry, EventRecord, MarkDoc, PassMark, Record
-from handlers.core.state import Ledger, Rejected, apply_fill, apply_mark, apply_transfer
+from handlers.core.state import Ledger, Rejected, apply_fill, apply_transfer
 from handlers.core.validation import check_fill
 from handlers.core.valuation import Valuation, settle_risk_states, value
 from handlers.flows import outbox
+from handlers.flows.banding import (
+    at_latest_marks,
+    banded,
+    held_symbols,
+    latest_marks,
+    outside_band,
+    write_index,
+)
 from handlers.flows.conflicts import until_written
 from handlers.flows.deadletters import BodyRef
 from handlers.flows.delivery import (
@@ -38,7 +45,6 @@ from handlers.flows.delivery import (
 from handlers.flows.deps import Deps, Outcome
 from handlers.flows.rejections import reject, rejection_record
 from handlers.flows.revaluation import Visit, revalue
-from handlers.flows.stored_marks import read_mark
 
 __all__ = ["apply_event", "complete_duplicate", "handle_trade"]
 
@@ -96,6 +102,7 @@ class _Decision:
     """The account to write (with the event's entry), its figures, the event's record (the
     entry carries it only when the event raised alerts), and the outcome."""
 
+    before: AccountDoc
     account: AccountDoc
     valuation: Valuation
     entry: Entry
@@ -147,9 +154,9 @@ async def apply_event(deps: Deps, event: Fill | Transfer, delivery: Delivery) ->
         if delivery.retry:  # its first delivery may have died before its catch-up
             await _catch_up_again(deps, result.account, event.event_id, delivery)
         return result.outcome
-    indexed = await outbox.finish(deps, account_id, result.entry, result.record)
-    if indexed:
-        await _catch_up(deps, result.account, indexed, event.event_id, delivery)
+    indexed = await write_index(deps, result.before, result.account)
+    await outbox.finish(deps, account_id, result.entry, result.record)
+    await _catch_up(deps, result.account, indexed, event.event_id, delivery)
     return result.outcome
 
 
@@ -207,40 +214,19 @@ def _event_record(
     )
 
 
-async def _mark_for_fill(
-    deps: Deps, account: AccountDoc, symbol: str
-) -> tuple[Decimal, datetime] | None:
-    """The mark a fill decides at: an open position's own (the mark path keeps holders
-    current), else the stored mark (or this process's copy, ``MARK_CACHE_SECONDS``) —
-    never one older than any position of the symbol already carries."""
-    carried = [
-        (p.mark_price, p.mark_time)
-        for p in account.ledger.positions
-        if p.symbol == symbol and p.mark_price is not None and p.mark_time is not None
-    ]
-    for p in account.ledger.positions:
-        if p.symbol == symbol and p.is_open and p.mark_price is not None and p.mark_time:
-            return (p.mark_price, p.mark_time)
-    stored = await read_mark(deps, symbol, max_age=deps.settings.mark_cache_seconds)
-    known = [(m, t) for m, t in carried if m is not None and t is not None]
-    if stored is not None:
-        known.append((stored.price, stored.timestamp))
-    return max(known, key=lambda pair: pair[1]) if known else None
-
-
-async def _at_stored_marks(deps: Deps, ledger: Ledger) -> Ledger:
-    """``ledger`` valued at the stored mark of each symbol it holds where that is newer
-    than the position's own (a mark whose pass has not reached the account yet). For a
-    decision only: the positions stored keep their marks, and the pass moves them.
+async def _at_latest(
+    deps: Deps, ledger: Ledger, symbol: str | None
+) -> tuple[Ledger, MarkDoc | None]:
+    """``ledger`` moved to the latest stored mark of every symbol it holds (and of
+    ``symbol``), and ``symbol``'s stored mark: what an event decides at. Its bands keep the
+    positions' own marks from being read back as "current" (see docs/marks.md).
 
     Raises:
         TransientStoreError, UnreadableDocument: the store failed.
     """
-    for symbol in sorted({p.symbol for p in ledger.positions if p.is_open}):
-        stored = await read_mark(deps, symbol)
-        if stored is not None:
-            ledger = apply_mark(ledger, symbol, stored.price, stored.timestamp)
-    return ledger
+    wanted = held_symbols(ledger) + ([symbol] if symbol else [])
+    marks = await latest_marks(deps, wanted) if wanted else {}
+    return at_latest_marks(ledger, marks), marks.get(symbol) if symbol else None
 
 
 async def _decide(
@@ -251,22 +237,21 @@ async def _decide(
     symbol = event.symbol if isinstance(event, Fill) else None
     ident = Identity(event.event_id, event.accountId, event.correlationId, symbol)
     catalog, ratio = deps.catalog, deps.settings.margin_call_ratio
+    # Every event decides at the latest stored marks of the symbols it values.
+    current, stored = await _at_latest(deps, account.ledger, symbol)
     try:
         if isinstance(event, Fill):
             instrument = catalog.get(event.symbol)
             assert instrument is not None
-            mark = await _mark_for_fill(deps, account, event.symbol)
-            ledger = apply_fill(account.ledger, event, instrument, mark)
+            mark = (stored.price, stored.timestamp) if stored else None
+            ledger = apply_fill(current, event, instrument, mark)
             after = value(ledger, catalog, ratio)
-            price = mark[0] if mark else None
+            price = stored.price if stored else None
             specs = fill_alerts(event, instrument, price, after, deps.thresholds)
         else:
-            judged = account.ledger
-            if event.reason == "WITHDRAWAL":  # money leaves: judge at the latest stored marks
-                judged = await _at_stored_marks(deps, account.ledger)
-            wallet = value(judged, catalog, ratio).wallets.get(event.asset)
+            wallet = value(current, catalog, ratio).wallets.get(event.asset)
             available = wallet.available_balance if wallet else None
-            ledger = apply_transfer(account.ledger, event, available)
+            ledger = apply_transfer(current, event, available)
             after = value(ledger, catalog, ratio)
             specs = []
     except Rejected as rejected:
@@ -279,24 +264,19 @@ async def _decide(
         outcome = Outcome(
             "REJECTED", event.event_id, event.accountId, rejection.alerts, rejected.code
         )
-        return _Decision(new, before, entry, rejection, outcome)
+        return _Decision(account, new, before, entry, rejection, outcome)
     specs += risk_alerts(account.ledger, after)
     ledger = settle_risk_states(ledger, after)
     alerts = alerts_for(specs, ident, now)
     record = _event_record(event, alerts, now)
-    opened: tuple[str, ...] = ()
-    if isinstance(event, Fill):
-        was_open = any(p.is_open and p.symbol == event.symbol for p in account.ledger.positions)
-        now_open = any(p.is_open and p.symbol == event.symbol for p in ledger.positions)
-        opened = (event.symbol,) if now_open and not was_open else ()
     # The entry carries its record only when there are alerts to keep; an event that raised
     # none keeps just the record's id (its message rebuilds the record if it must).
     carried = record if alerts else None
-    entry = Entry(event.event_id, event.event_id, alerts, now, carried, opened, event.event_id)
+    entry = Entry(event.event_id, event.event_id, alerts, now, carried, (), event.event_id)
     new = replace(account, ledger=ledger, version=account.version + 1, updated_at=now)
-    new = new.with_event(event.event_id, entry)
+    new = banded(deps, account, new.with_event(event.event_id, entry))
     outcome = Outcome("APPLIED", event.event_id, event.accountId, alerts)
-    return _Decision(new, after, entry, record, outcome)
+    return _Decision(account, new, after, entry, record, outcome)
 
 
 async def _catch_up(
@@ -306,15 +286,15 @@ async def _catch_up(
     event_id: str,
     delivery: Delivery,
 ) -> None:
-    """After a fill opened symbols: a mark stored while the fill was in flight may have
-    missed this account (it was not in the holder index yet); apply it now. ``indexed``
-    holds each opened symbol's stored mark as read right after its index entry was
-    written: a mark stored later lists the account. ``account`` is the state just written:
-    a mark no newer than its positions' costs no account read. The catch-up's entry
-    belongs to the event (``source``), so the event's retry completes it."""
+    """The post-check of an event's index write: ``indexed`` holds each symbol's stored
+    mark as read right after its new entry was written. A mark stored meanwhile may have
+    queried the index before the entry (and seen the older band, or none); when it lies
+    outside the new band, re-value the account at it now. A mark stored later finds the
+    new entry. The catch-up's entry belongs to the event (``source``), so the event's
+    retry completes it."""
     body = BodyRef(delivery.digest, raw_text(delivery.raw), delivery.queue)
-    for symbol, mark in indexed.items():
-        if mark is None:
+    for symbol, mark in sorted(indexed.items()):
+        if mark is None or not outside_band(account.bands, symbol, mark.price):
             continue
         used = [p.mark_time for p in account.ledger.positions if p.symbol == symbol and p.is_open]
         if used and all(t is not None and t >= mark.timestamp for t in used):
@@ -327,16 +307,14 @@ async def _catch_up(
 async def _catch_up_again(
     deps: Deps, account: AccountDoc, event_id: str, delivery: Delivery
 ) -> None:
-    """The catch-up of a fill a RETRY finds already applied: the delivery that applied it
-    may have died between its account write and its catch-up. While the event's entry is
-    on the account the symbols it opened are known, and it has been finished (so their
-    index entries exist) and a fresh read of each mark comes after them.
+    """A RETRY that finds its event applied: the delivery that applied it may have died
+    between its account write and its index write. Re-assert the account's current
+    entries (idempotent) and run the post-check on them.
 
     Raises:
         TransientStoreError, UnreadableDocument: the store failed.
     """
-    own = account.entry(event_id)
-    if own is None or not own.holders:
+    if not account.bands:
         return
-    indexed = {symbol: await read_mark(deps, symbol) for symbol in own.holders}
+    indexed = await write_index(deps, None, account)
     await _catch_up(deps, account, indexed, event_id, delivery)

@@ -42,6 +42,15 @@ def _doc(name: str, title: str, required: list[str], properties: dict[str, Any])
     }
 
 
+def _versions(
+    name: str, title: str, required: list[str], properties: dict[str, Any]
+) -> dict[str, Any]:
+    """:func:`_doc` of a document written as schemaVersion 2 and read as 1 or 2."""
+    schema = _doc(name, title, required, properties)
+    schema["properties"]["schemaVersion"] = {"enum": [1, 2]}
+    return schema
+
+
 def documents() -> dict[str, dict[str, Any]]:
     wallet = {
         "type": "object",
@@ -124,9 +133,9 @@ def documents() -> dict[str, dict[str, Any]]:
         "createdAt": _TS,
     }
     return {
-        "account.schema.json": _doc(
+        "account.schema.json": _versions(
             "account.schema.json",
-            "Account document (container ledger, id @account)",
+            "Account document (container ledger, id @account; written as schemaVersion 2, version 1 read and upgraded on write)",
             [
                 "accountId",
                 "wallets",
@@ -146,6 +155,25 @@ def documents() -> dict[str, dict[str, Any]]:
                 "version": {"type": "integer", "minimum": 0},
                 "recentEventIds": {"type": "array", "items": _STR, "maxItems": 1000},
                 "recentIdsEvicted": {"type": "boolean"},
+                "valuedAt": {
+                    **_TS_OR_NULL,
+                    "description": "v2: the time of the newest mark the mark-dependent figures were computed at (they are exact as of it; null without a mark)",
+                },
+                "riskBands": {
+                    "description": "v2: per open symbol, the range [low, high] of its mark inside which no risk state of the account can change while every other symbol's mark stays in its own (docs/marks.md)",
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": "array",
+                        "items": _DEC,
+                        "minItems": 2,
+                        "maxItems": 2,
+                    },
+                },
+                "bandsVersion": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "v2: the account version that set riskBands; their index entries are holder:<accountId>:<bandsVersion>",
+                },
                 "pending": {
                     "description": "outbox entries: effects committed with this write, kept until a sweep has seen their records (docs/exactly-once.md)",
                     "type": "array",
@@ -235,6 +263,30 @@ def documents() -> dict[str, dict[str, Any]]:
                 "markPrice": _DEC,
                 "timestamp": _TS,
                 "updatedAt": _TS,
+                "indexShards": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": "the most holder-index shards any writer used for the symbol",
+                },
+            },
+        ),
+        "holder.schema.json": _doc(
+            "holder.schema.json",
+            "An account in the holder index of a symbol (container marks, partition <symbol> for shard 0 else <symbol>~<shard>, id holder:<accountId>:<bandsVersion>): its risk band on the symbol",
+            ["symbol", "market", "accountId", "bandsVersion", "low", "high", "lowF", "highF"],
+            {
+                "id": {"type": "string", "pattern": "^holder:"},
+                "symbol": _STR,
+                "market": _STR,
+                "accountId": {"type": "string", "pattern": ID_PATTERN},
+                "bandsVersion": {"type": "integer", "minimum": 0},
+                "low": _DEC,
+                "high": _DEC,
+                "lowF": {
+                    "type": "number",
+                    "description": "low as a float, narrowed up (the query's bound)",
+                },
+                "highF": {"type": "number", "description": "high as a float, narrowed down"},
             },
         ),
         "deadletter.schema.json": _doc(

@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from handlers.adapters import mapping
@@ -31,6 +32,7 @@ from handlers.core.documents import (
     AccountDoc,
     DeadLetter,
     FailureNote,
+    HolderEntry,
     MarkDoc,
     MarkPass,
     Record,
@@ -80,8 +82,8 @@ class FakeStore:
         self.passes: dict[str, dict[str, Any]] = {}
         self.deadletters: dict[tuple[str, str], dict[str, Any]] = {}
         self.failures: dict[tuple[str, str], dict[str, Any]] = {}
-        #: The holder index: symbol → {accountId: etag}.
-        self.holders: dict[str, dict[str, str]] = {}
+        #: The holder index: partition → {entry id: document}.
+        self.index: dict[str, dict[str, dict[str, Any]]] = {}
         self.account_writes = 0
         self.record_creates = 0
         self.record_queries = 0
@@ -189,18 +191,48 @@ class FakeStore:
 
     # -- holder index ------------------------------------------------------------------
 
-    async def list_holders(self, symbol: str) -> list[tuple[str, str]]:
-        return sorted(self.holders.get(symbol, {}).items())
+    @property
+    def holders(self) -> dict[str, dict[str, str]]:
+        """The index as symbol → {accountId: etag} (every shard, every version)."""
+        out: dict[str, dict[str, str]] = {}
+        for entries in self.index.values():
+            for doc in entries.values():
+                symbol = str(doc.get("market", doc["symbol"]))
+                out.setdefault(symbol, {})[str(doc["accountId"])] = str(doc["_etag"])
+        return {k: v for k, v in out.items() if v}
 
-    async def index_holder(self, symbol: str, account_id: str) -> MarkDoc | None:
-        self.holders.setdefault(symbol, {})[account_id] = self._etag()
-        return await self.read_mark(symbol)
+    def legacy_holder(self, symbol: str, account_id: str) -> None:
+        """An index entry as written before bands (shard 0, no band)."""
+        doc = {"id": f"holder:{account_id}", "symbol": symbol, "accountId": account_id}
+        self.index.setdefault(symbol, {})[doc["id"]] = {
+            **doc,
+            "type": "holder",
+            "_etag": self._etag(),
+        }
 
-    async def delete_holder(self, symbol: str, account_id: str, etag: str) -> bool:
-        entries = self.holders.get(symbol, {})
-        if entries.get(account_id) != etag:
+    async def query_holders(
+        self, symbol: str, shard: int, low: Decimal, high: Decimal
+    ) -> list[HolderEntry]:
+        found = []
+        for doc in self.index.get(mapping.holder_partition(symbol, shard), {}).values():
+            if "lowF" not in doc or doc["lowF"] > float(low) or doc["highF"] < float(high):
+                found.append(mapping.holder_from_document(_copy(doc), symbol, shard))
+        return sorted(found, key=lambda e: (e.account_id, e.entry_id))
+
+    async def put_holder(self, entry: HolderEntry, replaces: HolderEntry | None) -> MarkDoc | None:
+        partition = mapping.holder_partition(entry.symbol, entry.shard)
+        doc = mapping.holder_to_document(entry)
+        self.index.setdefault(partition, {})[entry.entry_id] = {**doc, "_etag": self._etag()}
+        if replaces is not None:
+            await self.delete_holder(replaces)
+        return await self.read_mark(entry.symbol)
+
+    async def delete_holder(self, entry: HolderEntry) -> bool:
+        entries = self.index.get(mapping.holder_partition(entry.symbol, entry.shard), {})
+        doc = entries.get(entry.entry_id)
+        if doc is None or (entry.etag is not None and doc["_etag"] != entry.etag):
             return False
-        del entries[account_id]
+        del entries[entry.entry_id]
         return True
 
     # -- deadletters -------------------------------------------------------------------

@@ -22,14 +22,18 @@ from handlers.core.documents import ACCOUNT_ID, AccountDoc
 from handlers.core.state import Ledger, Position, Wallet
 from handlers.core.valuation import Valuation
 
-__all__ = ["account_from_document", "account_to_document"]
+__all__ = ["ACCOUNT_SCHEMA_VERSION", "account_from_document", "account_to_document"]
+
+#: Account documents are written as version 2 (``valuedAt``, ``riskBands``); version 1
+#: documents are read (without bands: the next write sets them) and upgraded on write.
+ACCOUNT_SCHEMA_VERSION = 2
 
 
 def account_from_document(doc: Mapping[str, Any]) -> AccountDoc:
     """Read a stored account document (raises UnreadableDocument: unknown
     ``schemaVersion`` or a wrong shape).
     """
-    with reading("account document has a wrong shape", doc, "account"):
+    with reading("account document has a wrong shape", doc, "account", (1, 2)):
         wallets = {
             asset: Wallet(
                 asset,
@@ -61,6 +65,11 @@ def account_from_document(doc: Mapping[str, Any]) -> AccountDoc:
         version = int(doc.get("version", 0))
         evicted = bool(doc.get("recentIdsEvicted", False))
         updated = None if doc.get("updatedAt") is None else ts(doc["updatedAt"], "updatedAt")
+        bands = {
+            str(symbol): (dec(b[0], f"riskBands.{symbol}"), dec(b[1], f"riskBands.{symbol}"))
+            for symbol, b in (doc.get("riskBands") or {}).items()
+        }
+        bands_version = int(doc.get("bandsVersion", 0))
     return AccountDoc(
         account_id=str(doc.get("accountId")),
         ledger=Ledger(wallets=wallets, positions=positions),
@@ -70,6 +79,8 @@ def account_from_document(doc: Mapping[str, Any]) -> AccountDoc:
         version=version,
         etag=doc.get("_etag"),
         updated_at=updated,
+        bands=bands,
+        bands_version=bands_version,
     )
 
 
@@ -121,8 +132,11 @@ def account_to_document(account: AccountDoc, valuation: Valuation) -> dict[str, 
                 "updatedAt": format_timestamp(p.updated_at),
             }
         )
+    times = [p.mark_time for p in account.ledger.positions if p.is_open and p.mark_time]
     return {
         **header(ACCOUNT_ID, "account", accountId=account.account_id),
+        "schemaVersion": ACCOUNT_SCHEMA_VERSION,
+        "valuedAt": format_timestamp(max(times)) if times else None,
         "wallets": wallets,
         "positions": positions,
         "riskState": valuation.risk_state,
@@ -131,4 +145,9 @@ def account_to_document(account: AccountDoc, valuation: Valuation) -> dict[str, 
         "recentEventIds": list(account.recent_ids),
         "recentIdsEvicted": account.evicted,
         "pending": [entry_to_document(e) for e in account.pending],
+        "riskBands": {
+            symbol: [format_decimal(low), format_decimal(high)]
+            for symbol, (low, high) in sorted(account.bands.items())
+        },
+        "bandsVersion": account.bands_version,
     }

@@ -68,8 +68,8 @@ def header(doc_id: str, kind: str, **partition: str) -> dict[str, Any]:
     return {"id": doc_id, **partition, "type": kind, "schemaVersion": SCHEMA_VERSION}
 
 
-def shape(doc: Mapping[str, Any], kind: str) -> None:
-    if doc.get("type") != kind or doc.get("schemaVersion") != SCHEMA_VERSION:
+def shape(doc: Mapping[str, Any], kind: str, versions: tuple[int, ...] = (SCHEMA_VERSION,)) -> None:
+    if doc.get("type") != kind or doc.get("schemaVersion") not in versions:
         raise UnreadableDocument(
             f"{kind} document of type {doc.get('type')!r} version {doc.get('schemaVersion')!r}"
         )
@@ -87,7 +87,12 @@ def read_alerts(raw: object) -> tuple[Alert, ...]:
 
 
 @contextlib.contextmanager
-def reading(what: str, doc: Mapping[str, Any] | None = None, kind: str = "") -> Iterator[None]:
+def reading(
+    what: str,
+    doc: Mapping[str, Any] | None = None,
+    kind: str = "",
+    versions: tuple[int, ...] = (SCHEMA_VERSION,),
+) -> Iterator[None]:
     """Read a stored document's fields: a missing key or a value of the wrong kind becomes
     :class:`UnreadableDocument` naming ``what``; with ``doc`` and ``kind``, a document of
     another ``type`` or ``schemaVersion`` is refused first.
@@ -96,7 +101,7 @@ def reading(what: str, doc: Mapping[str, Any] | None = None, kind: str = "") -> 
         UnreadableDocument: another type or version, or a wrong shape.
     """
     if doc is not None:
-        shape(doc, kind)
+        shape(doc, kind, versions)
     try:
         yield
     except UnreadableDocument:

@@ -1,0 +1,175 @@
+"""An account's risk bands and its entries in the holder index.
+
+Every account write keeps the bands it finds while they still hold for the new ledger
+(:func:`handlers.core.bands.box_holds`), else sets new ones around the marks it valued at
+(:func:`handlers.core.bands.band_box`, ``bands_version`` = the account's new version).
+New bands are written to the index after the account (:func:`write_index`): one entry
+per symbol, ``holder:<accountId>:<bandsVersion>`` in the account's shard, replacing the
+previous version's in the same request where they share a partition.
+
+Soundness across writers rests on one order: a mark is stored before its pass queries the
+index, and an entry is written before its writer reads the mark again (the post-check).
+Whichever comes second sees the other: the pass finds the new band, or the writer finds a
+mark outside it and re-values the account at once (a catch-up). An older version's entry
+that outlives its account version (a crash, two writers racing) only makes a mark visit
+the account once more, and that visit removes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+from decimal import Decimal
+
+from handlers.core.bands import Band, band_box, box_holds
+from handlers.core.documents import AccountDoc, HolderEntry, MarkDoc
+from handlers.core.state import Ledger, apply_mark
+from handlers.flows.deps import Deps
+from handlers.flows.stored_marks import read_mark
+
+__all__ = [
+    "at_latest_marks",
+    "banded",
+    "entries_of",
+    "held_symbols",
+    "latest_marks",
+    "list_leavers",
+    "shard_of",
+    "write_index",
+]
+
+
+def shard_of(account_id: str, shards: int) -> int:
+    """The index shard of an account (stable across processes: CRC-32 of its id)."""
+    return zlib.crc32(account_id.encode()) % shards if shards > 1 else 0
+
+
+def held_symbols(ledger: Ledger) -> list[str]:
+    """The symbols of the ledger's open positions, sorted."""
+    return sorted({p.symbol for p in ledger.positions if p.is_open})
+
+
+def banded(deps: Deps, before: AccountDoc, after: AccountDoc) -> AccountDoc:
+    """``after`` with bands for its ledger: ``before``'s while they still hold (same open
+    symbols, every state provably constant over the box), else a new box around the
+    positions' marks, under the account's new version."""
+    ledger = after.ledger
+    catalog, ratio = deps.catalog, deps.settings.margin_call_ratio
+    open_symbols = [s for s in held_symbols(ledger) if catalog.get(s) is not None]
+    stored = before.bands
+    if sorted(stored) == open_symbols and (
+        not open_symbols or box_holds(ledger, catalog, ratio, stored)
+    ):
+        return replace(after, bands=stored, bands_version=before.bands_version)
+    bands = band_box(ledger, catalog, ratio, deps.settings.risk_band_width) if open_symbols else {}
+    return replace(after, bands=bands, bands_version=after.version)
+
+
+def entries_of(deps: Deps, account: AccountDoc) -> list[HolderEntry]:
+    """The index entries ``account``'s bands call for."""
+    shard = shard_of(account.account_id, deps.settings.marks_index_shards)
+    return [
+        HolderEntry(symbol, shard, account.account_id, band, account.bands_version)
+        for symbol, band in sorted(account.bands.items())
+    ]
+
+
+def _previous(deps: Deps, before: AccountDoc, symbol: str) -> HolderEntry | None:
+    """The entry ``before`` left for ``symbol`` (one written before bands: the legacy
+    ``holder:<accountId>`` of shard 0)."""
+    if symbol in before.bands:
+        shard = shard_of(before.account_id, deps.settings.marks_index_shards)
+        return HolderEntry(symbol, shard, before.account_id, None, before.bands_version)
+    if any(p.is_open and p.symbol == symbol for p in before.ledger.positions):
+        return HolderEntry(symbol, 0, before.account_id, None, None)
+    return None
+
+
+async def write_index(
+    deps: Deps, before: AccountDoc | None, after: AccountDoc
+) -> dict[str, MarkDoc | None]:
+    """Write ``after``'s index entries when its bands are new (replacing ``before``'s;
+    ``before`` None re-asserts them all, for a retry), and drop the entries of symbols it
+    no longer holds. Returns each written symbol's stored mark as read after its entry.
+
+    Raises:
+        TransientStoreError: the store failed (the caller's message is retried, and the
+            retry re-asserts the entries).
+    """
+    if before is not None and after.bands_version == before.bands_version:
+        return {}
+    store = deps.store
+    prior = before or after
+
+    async def put(entry: HolderEntry) -> tuple[str, MarkDoc | None]:
+        replaces = _previous(deps, prior, entry.symbol) if before is not None else None
+        if replaces is not None and replaces.entry_id == entry.entry_id:
+            replaces = None
+        return entry.symbol, await store.put_holder(entry, replaces)
+
+    found = await asyncio.gather(*(put(e) for e in entries_of(deps, after)))
+    if before is not None:
+        gone = [
+            old
+            for s in held_symbols(before.ledger)
+            if s not in after.bands and (old := _previous(deps, before, s)) is not None
+        ]
+        await asyncio.gather(*(store.delete_holder(old) for old in gone))
+    for symbol, mark in found:
+        if mark is not None:
+            deps.runtime.marks.put(symbol, mark, deps.clock())
+    return dict(found)
+
+
+async def list_leavers(
+    deps: Deps, symbol: str, prices: Sequence[Decimal], stored_shards: int, everyone: bool
+) -> list[HolderEntry]:
+    """The index entries of ``symbol`` whose band one of ``prices`` leaves (every entry
+    when ``everyone``: a retry must find the accounts its failed try re-valued, whose new
+    bands hold its marks), over every shard a writer may have used (one query each,
+    concurrently).
+
+    Raises:
+        TransientStoreError, UnreadableDocument: the store failed.
+    """
+    low = min(prices, default=Decimal(0))
+    high = max(prices, default=Decimal(0))
+    if everyone or not prices:
+        low = high = Decimal(0)  # every band lies above 0: every entry
+    count = max(deps.settings.marks_index_shards, stored_shards)
+    found = await asyncio.gather(
+        *(deps.store.query_holders(symbol, k, low, high) for k in range(count))
+    )
+    return [
+        e
+        for shard in found
+        for e in shard
+        if everyone or e.band is None or e.band[0] > low or e.band[1] < high
+    ]
+
+
+async def latest_marks(deps: Deps, symbols: Iterable[str]) -> dict[str, MarkDoc]:
+    """The stored mark of each symbol that has one (fresh reads, concurrently).
+
+    Raises:
+        TransientStoreError, UnreadableDocument: the store failed.
+    """
+    wanted = sorted(set(symbols))
+    found = await asyncio.gather(*(read_mark(deps, s) for s in wanted))
+    return {s: m for s, m in zip(wanted, found, strict=True) if m is not None}
+
+
+def at_latest_marks(ledger: Ledger, marks: Mapping[str, MarkDoc]) -> Ledger:
+    """``ledger`` with each position moved to the stored mark of its symbol where that is
+    newer than its own (a mark never moves a position back)."""
+    for symbol, mark in sorted(marks.items()):
+        ledger = apply_mark(ledger, symbol, mark.price, mark.timestamp)
+    return ledger
+
+
+def outside_band(bands: Mapping[str, Band], symbol: str, price: Decimal) -> bool:
+    """Whether ``price`` leaves the account's band on ``symbol`` (no band: it does)."""
+    band = bands.get(symbol)
+    return band is None or price < band[0] or price > band[1]
