@@ -67,6 +67,10 @@ param marksQueue string = 'marks'
 param marksFanoutQueue string = 'marks-fanout'
 @description('Accounts one invocation re-values for a mark; the rest go to marksFanoutQueue in units of this many.')
 param marksFanoutBatch string = '200'
+@description('Logical partitions the holder index of one symbol spans (1-64): set it to about one per 1,000 holders of the busiest symbol.')
+param marksIndexShards string = '4'
+@description('The widest risk band, a fraction of the mark each way (0 < w <= 0.5): wider means fewer re-bandings, narrower tighter bands.')
+param riskBandWidth string = '0.05'
 @description('Level of the Azure SDK loggers (their HTTP logs are INFO): WARNING keeps them out of Application Insights.')
 @allowed(['DEBUG', 'INFO', 'WARNING', 'ERROR'])
 param azureSdkLogLevel string = 'WARNING'
@@ -111,6 +115,8 @@ module resources 'resources.bicep' = {
     marksQueue: marksQueue
     marksFanoutQueue: marksFanoutQueue
     marksFanoutBatch: marksFanoutBatch
+    marksIndexShards: marksIndexShards
+    riskBandWidth: riskBandWidth
     azureSdkLogLevel: azureSdkLogLevel
     alertsQueue: alertsQueue
     cosmosDatabase: cosmosDatabase

@@ -33,6 +33,8 @@ param tradesQueue string = 'trades'
 param marksQueue string = 'marks'
 param marksFanoutQueue string = 'marks-fanout'
 param marksFanoutBatch string = '200'
+param marksIndexShards string = '4'
+param riskBandWidth string = '0.05'
 param azureSdkLogLevel string = 'WARNING'
 param alertsQueue string = 'alerts'
 param cosmosDatabase string = 'tradeguard'
@@ -143,6 +145,8 @@ module app 'modules/functionapp.bicep' = {
       MARKS_QUEUE: marksQueue
       MARKS_FANOUT_QUEUE: marksFanoutQueue
       MARKS_FANOUT_BATCH: marksFanoutBatch
+      MARKS_INDEX_SHARDS: marksIndexShards
+      RISK_BAND_WIDTH: riskBandWidth
       AZURE_SDK_LOG_LEVEL: azureSdkLogLevel
       ALERTS_QUEUE: alertsQueue
       COSMOS_ENDPOINT: cosmos.outputs.endpoint

@@ -27,6 +27,7 @@ from handlers.adapters.cosmos_client import (
     ACCOUNT_CACHE_SIZE,
     CONTAINERS,
     AccountCache,
+    batch_status,
     connect,
     translate,
 )
@@ -62,7 +63,7 @@ from handlers.core.documents import (
     StaleWatch,
 )
 from handlers.core.valuation import Valuation
-from handlers.errors import StaleAccountState, UnreadableDocument
+from handlers.errors import StaleAccountState, TransientStoreError, UnreadableDocument
 
 __all__ = ["ACCOUNT_CACHE_SIZE", "CONTAINERS", "AccountCache", "CosmosLedgerStore", "connect"]
 
@@ -293,7 +294,11 @@ class CosmosLedgerStore:
             results = await translate(
                 lambda: proxy.execute_item_batch(ops, partition_key=partition), what
             )
-        except CosmosBatchOperationError:
+        except CosmosBatchOperationError as exc:
+            if ops[exc.error_index][0] == "upsert" or batch_status(exc, exc.error_index) != 404:
+                raise TransientStoreError(
+                    f"{what}: the batch failed at operation {exc.error_index}: {exc.message}"
+                ) from exc
             await translate(lambda: proxy.upsert_item(body=body), what)
             if replaces is not None:
                 await self.delete_holder(replaces)

@@ -150,14 +150,18 @@ async def list_leavers(
     ]
 
 
-async def latest_marks(deps: Deps, symbols: Iterable[str]) -> dict[str, MarkDoc]:
-    """The stored mark of each symbol that has one (fresh reads, concurrently).
+async def latest_marks(
+    deps: Deps, symbols: Iterable[str], max_age: float = 0.0
+) -> dict[str, MarkDoc]:
+    """The stored mark of each symbol that has one (reads, concurrently; this process's
+    copy when at most ``max_age`` seconds old: ``MARK_CACHE_SECONDS``, an event's first
+    look only — its post-check reads the stored one).
 
     Raises:
         TransientStoreError, UnreadableDocument: the store failed.
     """
     wanted = sorted(set(symbols))
-    found = await asyncio.gather(*(read_mark(deps, s) for s in wanted))
+    found = await asyncio.gather(*(read_mark(deps, s, max_age) for s in wanted))
     return {s: m for s, m in zip(wanted, found, strict=True) if m is not None}
 
 

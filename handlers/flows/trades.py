@@ -225,7 +225,8 @@ async def _at_latest(
         TransientStoreError, UnreadableDocument: the store failed.
     """
     wanted = held_symbols(ledger) + ([symbol] if symbol else [])
-    marks = await latest_marks(deps, wanted) if wanted else {}
+    cache = deps.settings.mark_cache_seconds
+    marks = await latest_marks(deps, wanted, cache) if wanted else {}
     return at_latest_marks(ledger, marks), marks.get(symbol) if symbol else None
 
 

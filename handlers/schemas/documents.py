@@ -375,7 +375,7 @@ def documents() -> dict[str, dict[str, Any]]:
         "mark-fanout-unit.message.schema.json": {
             "$schema": "https://json-schema.org/draft/2020-12/schema",
             "$id": BASE + "mark-fanout-unit.message.schema.json",
-            "title": "A unit of a mark's pass on MARKS_FANOUT_QUEUE (the app's own queue, base64 JSON): the accounts one invocation re-values, with the ETag of each index entry they are listed under",
+            "title": "A unit of a mark's pass on MARKS_FANOUT_QUEUE (the app's own queue, base64 JSON): the accounts one invocation visits, with the index entries that listed them",
             "type": "object",
             "required": ["type", "schemaVersion", "bodyDigest", "accounts"],
             "additionalProperties": False,
@@ -393,7 +393,26 @@ def documents() -> dict[str, dict[str, Any]]:
                         "type": "array",
                         "prefixItems": [
                             _STR,
-                            {"type": "object", "additionalProperties": _STR},
+                            {
+                                "description": "the index entries that listed the account: [symbol, shard, bandsVersion, etag] (a unit written before bands: {symbol: etag})",
+                                "oneOf": [
+                                    {
+                                        "type": "array",
+                                        "items": {
+                                            "type": "array",
+                                            "prefixItems": [
+                                                _STR,
+                                                {"type": "integer", "minimum": 0},
+                                                {"type": ["integer", "null"], "minimum": 0},
+                                                {"type": ["string", "null"]},
+                                            ],
+                                            "minItems": 4,
+                                            "maxItems": 4,
+                                        },
+                                    },
+                                    {"type": "object", "additionalProperties": _STR},
+                                ],
+                            },
                         ],
                         "minItems": 2,
                         "maxItems": 2,

@@ -1,5 +1,5 @@
 """Helpers shared by the flow tests: deps over the fakes, canonical messages, and the
-interleave() hook that runs an action while a mark lists its holders."""
+interleave() hook that runs an action while a mark queries its holders."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 from handlers import flows
 from handlers.core.catalog import load_catalog
 from handlers.core.contracts import parse_timestamp
-from handlers.core.documents import MarkDoc
+from handlers.core.documents import HolderEntry, MarkDoc
 from handlers.flows import Deps, Outcome
 from handlers.settings import load_settings
 from tests.aio import process_mark_message, process_trade_message, run
@@ -24,6 +24,12 @@ SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 FILL_ID = "T-BTC-0001"
 MARK_ID = "BTCUSDT@2024-10-01T12:30:00.000Z"
 M2 = "BTCUSDT@2024-10-01T12:30:00.000Z"
+#: The index shards of the unit flows (the default).
+SHARDS = 4
+#: The unit flows run with hair-thin risk bands, so that every mark in them re-values its
+#: holders as the mechanics tests expect (exactly-once, races, crash points); the tests
+#: of bands themselves set their own width.
+THIN_BANDS = "0.000001"
 
 
 def make_deps(
@@ -33,8 +39,9 @@ def make_deps(
     fanout: FakeFanout | None = None,
     **env: str,
 ) -> Deps:
-    """A process's deps over the shared fakes (a new runtime each call: a new process)."""
-    settings = load_settings(env)
+    """A process's deps over the shared fakes (a new runtime each call: a new process);
+    ``RISK_BAND_WIDTH`` is :data:`THIN_BANDS` unless ``env`` says otherwise."""
+    settings = load_settings({"RISK_BAND_WIDTH": THIN_BANDS, **env})
     return Deps(
         settings=settings,
         catalog=load_catalog(settings.instruments_file),
@@ -91,21 +98,30 @@ def open_btc(deps: Deps, account: str = ACCT, **changes: Any) -> None:
     assert trade(deps, fill).kind == "APPLIED"
 
 
-def interleave(store: FakeStore, act: Callable[[list[str]], Awaitable[None]]) -> list[str]:
-    """Make each holder listing run ``act(symbols listed so far)`` after it has taken its
-    rows (a fill landing while a mark is in flight). Returns those symbols; ``del
-    store.list_holders`` undoes it."""
-    listed = store.list_holders
+def interleave(
+    store: FakeStore, act: Callable[[list[str]], Awaitable[None]], shards: int = SHARDS
+) -> list[str]:
+    """Make each holder listing run ``act(symbols listed so far)`` once it has taken the
+    rows of every shard (a fill landing while a mark is in flight; the fake's queries do
+    not suspend, so the shards are queried in order). Returns those symbols; ``del
+    store.query_holders`` undoes it."""
+    listed = store.query_holders
     listings: list[str] = []
 
-    async def racing(symbol: str) -> list[tuple[str, str]]:
-        listings.append(symbol)
-        found = await listed(symbol)
-        await act(listings)
+    async def racing(symbol: str, shard: int, low: Decimal, high: Decimal) -> list[HolderEntry]:
+        found = await listed(symbol, shard, low, high)
+        if shard == shards - 1:
+            listings.append(symbol)
+            await act(listings)
         return found
 
-    store.list_holders = racing  # type: ignore[method-assign]
+    store.query_holders = racing  # type: ignore[method-assign]
     return listings
+
+
+def holders_of(store: FakeStore, symbol: str) -> list[str]:
+    """The accounts the index lists under ``symbol`` (any shard, any version)."""
+    return sorted(store.holders.get(symbol, {}))
 
 
 async def applied_now(deps: Deps, name: str, **changes: Any) -> None:

@@ -40,7 +40,7 @@ def test_round_trip(catalog: Catalog, btcusdt: Instrument, ethusdt: Instrument) 
     doc = written(account, catalog)
     assert doc["id"] == ACCOUNT_ID
     assert doc["accountId"] == "acct-1"
-    assert (doc["type"], doc["schemaVersion"]) == ("account", 1)
+    assert (doc["type"], doc["schemaVersion"]) == ("account", 2)
     back = account_from_document({**doc, "_etag": '"e1"'})
     assert back.ledger == account.ledger
     assert back.recent_ids == ("T-0", "T-1")
@@ -80,7 +80,7 @@ def test_written_numbers_are_decimal_strings(
 
 def breakages() -> list[tuple[str, Any]]:
     return [
-        ("schemaVersion", 2),
+        ("schemaVersion", 3),
         ("schemaVersion", "1"),
         ("type", "trade"),
         ("wallets", "broken"),

@@ -32,6 +32,7 @@ from tests.unit.flowkit import (
     digest,
     event,
     funded,
+    holders_of,
     interleave,
     make_deps,
     mark_at,
@@ -64,7 +65,7 @@ def test_a_stale_cached_copy_cannot_hide_a_holder_from_a_mark(deps: Deps, store:
     assert store.stale_reads == []
     (position,) = store.account(ACCT)["positions"]
     assert position["markPrice"] == "61000"  # re-valued from a fresh read
-    assert [a for a, _ in run(store.list_holders("BTCUSDT"))] == [ACCT]  # still indexed
+    assert holders_of(store, "BTCUSDT") == [ACCT]  # still indexed
 
 
 def test_a_fill_that_opens_while_a_mark_is_in_flight_decides_at_that_mark(
@@ -100,7 +101,9 @@ def test_a_holder_that_opens_another_marked_symbol_in_flight_gets_both_marks(
 ) -> None:
     """A MARKS message for BTCUSDT and ETHUSDT, both stored before the pass: a BTCUSDT
     holder opens ETHUSDT after the ETHUSDT holders were listed. The fill decides at the
-    stored ETHUSDT mark; the pass applies BTCUSDT in one write under ``@marks:<digest>``."""
+    stored ETHUSDT mark — and, as every event does, at the stored mark of every other
+    symbol it values: BTCUSDT's 50000 too, so the cross wallet's liquidation is the fill's
+    own, and the pass finds nothing left to do on the account."""
     open_btc(deps)
 
     async def open_eth(listings: list[str]) -> None:
@@ -118,12 +121,13 @@ def test_a_holder_that_opens_another_marked_symbol_in_flight_gets_both_marks(
         "-50",
     )
     assert [(a.type, a.scope, a.sourceId) for a in sink.sent] == [
+        ("INSUFFICIENT_MARGIN", "USDT", "T-ETH-0001"),
         ("PRICE_DEVIATION", "ETHUSDT:BOTH", "T-ETH-0001"),
+        ("LIQUIDATION_RISK", "USDT", "T-ETH-0001"),
         ("LIQUIDATION_RISK", "ETHUSDT:BOTH", "T-ETH-0001"),
-        ("LIQUIDATION_RISK", "USDT", MARK_ID),
     ]
     records = {k[1]: v for k, v in store.records.items() if v["type"] == "revaluation"}
-    assert sorted(records) == [f"@marks:{digest(raw)}"]
+    assert sorted(records) == []
     loaded = [json.loads(f.read_text("utf-8")) for f in sorted(SCHEMAS.glob("*.schema.json"))]
     registry: Registry[Any] = Registry().with_resources(
         [(s["$id"], Resource.from_contents(s)) for s in loaded]

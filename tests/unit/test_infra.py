@@ -61,7 +61,7 @@ SETTING_NAMES = sorted(
 def test_the_setting_names_are_the_settings_modules() -> None:
     assert "STALE_MARK_AFTER_SECONDS" in SETTING_NAMES
     assert "AzureWebJobsStorage" in SETTING_NAMES
-    assert len(SETTING_NAMES) == 16  # + MARKS_FANOUT_QUEUE, MARKS_FANOUT_BATCH, AZURE_SDK_LOG_LEVEL
+    assert len(SETTING_NAMES) == 18  # + MARKS_INDEX_SHARDS, RISK_BAND_WIDTH
 
 
 @pytest.mark.parametrize("name", SETTING_NAMES)

@@ -8,7 +8,6 @@ import pytest
 from handlers.core.alerts import alert_id
 from handlers.core.documents import UNATTRIBUTED
 from handlers.flows import Deps
-from tests.aio import run
 from tests.events import as_body, load_event
 from tests.unit.fakes import FakeClock, FakeSink, FakeStore, SinkDown
 from tests.unit.flowkit import (
@@ -16,6 +15,7 @@ from tests.unit.flowkit import (
     MARK_ID,
     digest,
     event,
+    holders_of,
     make_deps,
     mark_at,
     marks,
@@ -159,8 +159,8 @@ def test_marks_batch_of_wrong_size_is_rejected_whole(
 
 def test_opening_a_position_indexes_the_holder(deps: Deps, store: FakeStore) -> None:
     open_btc(deps)
-    assert [a for a, _ in run(store.list_holders("BTCUSDT"))] == [ACCT]
-    assert run(store.list_holders("ETHUSDT")) == []
+    assert holders_of(store, "BTCUSDT") == [ACCT]
+    assert holders_of(store, "ETHUSDT") == []
 
 
 def test_a_mark_revalues_open_positions(deps: Deps, store: FakeStore, sink: FakeSink) -> None:
@@ -256,7 +256,7 @@ def test_a_closed_holder_leaves_the_index(deps: Deps, store: FakeStore, sink: Fa
     assert trade(deps, close).kind == "APPLIED"
     writes = store.account_writes
     marks(deps, mark_at("50000"))
-    assert run(store.list_holders("BTCUSDT")) == []
+    assert holders_of(store, "BTCUSDT") == []
     assert store.account_writes == writes  # nothing open to re-value
     assert sink.sent == []
 

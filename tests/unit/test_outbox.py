@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from handlers import flows
+from handlers.core.documents import HolderEntry
 from handlers.flows import Deps, note_failure
 from handlers.flows.outbox import LEASE, SWEEP_AT
 from tests.aio import check_stale_marks, process_poison, run
@@ -25,6 +26,7 @@ from tests.unit.flowkit import (
     digest,
     event,
     funded,
+    holders_of,
     make_deps,
     mark_at,
     marks,
@@ -133,13 +135,13 @@ def crash_at(point: str, store: FakeStore, sink: FakeSink) -> type[Exception] | 
     index write fails), after indexing [2] (the send fails), after the send [3] (the record
     write fails), or none [4]."""
     if point == "1":
-        index = store.index_holder
+        index = store.put_holder
 
-        async def fail_once(symbol: str, account_id: str) -> Any:
-            store.index_holder = index  # type: ignore[method-assign]
+        async def fail_once(*_: Any) -> Any:
+            store.put_holder = index  # type: ignore[method-assign]
             raise StoreDown("index write failed (injected)")
 
-        store.index_holder = fail_once  # type: ignore[method-assign]
+        store.put_holder = fail_once  # type: ignore[method-assign]
         return StoreDown
     if point == "2":
         sink.fail_sends = 1
@@ -177,7 +179,7 @@ def test_each_crash_point_of_an_entry(
     assert retry.kind == "DUPLICATE"
     assert trade(make_deps(store, sink, clock), body, dequeue_count=3).alerts == ()
     assert (ACCT, FILL_ID) in store.records
-    assert [a for a, _ in run(store.list_holders("BTCUSDT"))] == [ACCT]
+    assert holders_of(store, "BTCUSDT") == [ACCT]
     ids = Counter(sink.ids)
     assert len(ids) == 2 and set(ids.values()) == {sends}
     assert store.account(ACCT)["positions"][0]["quantity"] == "0.1"
@@ -279,13 +281,13 @@ def test_a_catch_up_dead_letters_an_unreadable_account_under_the_fill_body(
     marks(deps, mark_at("60000", "2024-10-01T12:00:00Z"))
     funded(deps)
     stored_elsewhere(store, "50000", "2024-10-01T12:30:00.000Z")  # the copy is behind
-    index = store.index_holder
+    index = store.put_holder
 
-    async def break_the_account(symbol: str, account_id: str) -> Any:
-        store.accounts[account_id]["schemaVersion"] = 99
-        return await index(symbol, account_id)
+    async def break_the_account(entry: HolderEntry, replaces: HolderEntry | None) -> Any:
+        store.accounts[entry.account_id]["schemaVersion"] = 99
+        return await index(entry, replaces)
 
-    store.index_holder = break_the_account  # type: ignore[method-assign]
+    store.put_holder = break_the_account  # type: ignore[method-assign]
     raw = as_body(event("fill_btcusdt_long", fee="0"))
     assert trade(deps, raw).kind == "APPLIED"
     letter = store.deadletters[("trades", f"{digest(raw)}:{ACCT}")]

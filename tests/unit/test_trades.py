@@ -43,7 +43,7 @@ def test_fill_is_applied(deps: Deps, store: FakeStore, sink: FakeSink) -> None:
         ACCOUNT_ID,
         ACCT,
         "account",
-        1,
+        2,
     )
     usdt = doc["wallets"]["USDT"]
     assert usdt["walletBalance"] == "997.6"  # 1000 − fee 2.4
@@ -449,7 +449,7 @@ def test_endless_conflicts_fail_the_message(deps: Deps, store: FakeStore, sink: 
 
 def test_unreadable_account_is_never_overwritten(deps: Deps, store: FakeStore) -> None:
     funded(deps)
-    store.accounts[ACCT]["schemaVersion"] = 2
+    store.accounts[ACCT]["schemaVersion"] = 3
     before = json.dumps(store.accounts[ACCT], sort_keys=True)
     with pytest.raises(UnreadableDocument):
         trade(deps, load_event("fill_btcusdt_long"))
