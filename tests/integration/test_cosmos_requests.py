@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from handlers.core.contracts import format_timestamp
-from handlers.core.decimals import format_decimal
+from handlers.core.documents import HolderEntry
 from handlers.flows import Deps
+from handlers.flows.banding import shard_of
 from tests.aio import process_mark_message, process_trade_message, run
 from tests.integration.test_marks import mark
 from tests.integration.test_marks_scale import CountingStore, body, in_process
@@ -85,18 +85,22 @@ def test_requests_per_applied_fill(local: tuple[Deps, CountingStore], copy_secon
     # (the process's copy of the mark is the one it just stored)
 
     opening = requests.during(lambda: applied(deps, fill("req-1", "t-open")))
+    shard = shard_of("req-1", deps.settings.marks_index_shards)
     expected = Counter(
         {
             "ledger.replace_item": 1,  # the account, conditional on its ETag
-            "marks.execute_item_batch": 1,  # index the holder, then read the mark
+            "marks.execute_item_batch": 1,  # its index entry (shard 0: and the mark read)
             "ledger.create_item": 1,  # the trade record
         }
     )
-    if not copy_seconds:  # MARK_CACHE_SECONDS=0 (the default): the first look reads
-        expected["marks.read_item"] = 1
-    assert opening == expected, opening
+    # The decision's look at the mark (unless MARK_CACHE_SECONDS lets it use this
+    # process's copy), and the post-check's read after the entry (in the batch on shard 0).
+    expected["marks.read_item"] = (0 if copy_seconds else 1) + (0 if shard == 0 else 1)
+    assert +opening == +expected, opening
     held = requests.during(lambda: applied(deps, fill("req-1", "t-held")))
-    assert held == Counter({"ledger.replace_item": 1, "ledger.create_item": 1}), held
+    expected_held = Counter({"ledger.replace_item": 1, "ledger.create_item": 1})
+    expected_held["marks.read_item"] = 0 if copy_seconds else 1  # decides at the stored mark
+    assert +held == +expected_held, held  # its bands still hold: no index write
 
     account = run(store.inner.read_account("req-1"))
     assert account is not None
@@ -104,22 +108,26 @@ def test_requests_per_applied_fill(local: tuple[Deps, CountingStore], copy_secon
     assert (position.quantity, position.mark_price) == (Decimal("0.2"), Decimal(60000))
 
 
-def test_indexing_a_holder_reads_the_mark_in_the_same_request(
+def test_an_index_entry_is_written_with_its_band_and_found_by_a_mark_that_leaves_it(
     local: tuple[Deps, CountingStore],
 ) -> None:
-    deps, store = local
+    _, store = local
     inner = store.inner
-    # No mark stored: the batch fails on its read; the entry is indexed all the same.
-    assert run(inner.index_holder("ETHUSDT", "idx-1")) is None
-    assert [a for a, _ in run(inner.list_holders("ETHUSDT"))] == ["idx-1"]
-    (stored,) = process_mark_message(body(mark("ETHUSDT", "2500.5", 40)), deps)
-    assert stored.kind == "APPLIED"
-    found = run(inner.index_holder("ETHUSDT", "idx-2"))
-    assert found is not None
-    assert (found.mark_id, format_decimal(found.price), format_timestamp(found.timestamp)) == (
-        "ETHUSDT@2024-10-01T00:00:40.000Z",
-        "2500.5",
-        "2024-10-01T00:00:40.000Z",
-    )
-    # (the mark dropped idx-1: no such account holds ETHUSDT)
-    assert [a for a, _ in run(inner.list_holders("ETHUSDT"))] == ["idx-2"]
+    band = (Decimal("2400"), Decimal("2600.5"))
+    # No mark stored: the batch fails on its read; the entry is written all the same.
+    assert run(inner.put_holder(HolderEntry("ETHUSDT", 0, "idx-1", band, 1), None)) is None
+    on_two = HolderEntry("ETHUSDT", 2, "idx-2", band, 5)
+    assert run(inner.put_holder(on_two, None)) is None
+    inside = run(inner.query_holders("ETHUSDT", 0, Decimal("2500"), Decimal("2600.5")))
+    assert inside == []
+    below = run(inner.query_holders("ETHUSDT", 0, Decimal("2399.9"), Decimal("2500")))
+    assert [(e.account_id, e.band, e.version) for e in below] == [("idx-1", band, 1)]
+    [above] = run(inner.query_holders("ETHUSDT", 2, Decimal("2600.6"), Decimal("2600.6")))
+    assert (above.account_id, above.entry_id) == ("idx-2", "holder:idx-2:5")
+    # A new version replaces the old one in the same request.
+    newer = HolderEntry("ETHUSDT", 2, "idx-2", (Decimal("2500"), Decimal("2700")), 6)
+    run(inner.put_holder(newer, above))
+    [found] = run(inner.query_holders("ETHUSDT", 2, Decimal(0), Decimal(0)))
+    assert found.entry_id == "holder:idx-2:6"
+    assert run(inner.delete_holder(found))
+    assert run(inner.query_holders("ETHUSDT", 2, Decimal(0), Decimal(0))) == []
