@@ -446,6 +446,8 @@ def _search(
     # Each condition's last allocation keeps within its budget, so does their minimum.
     allocs: list[dict[tuple[str, int], float]] = [{} for _ in constraints]
     for round_ in range(3 if len(constraints) > 1 else 1):
+        if round_ and not any(allocs):  # every side at full width: nothing to share
+            break
         for j, (budget, sides) in enumerate(constraints):
             caps: dict[tuple[str, int], float] = {}
             if round_:
