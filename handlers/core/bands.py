@@ -511,12 +511,15 @@ def band_box(
     if not marks or width == 0:
         return dict(marks)
     w = float(width)
-    widths, symbols = _search(units, float(margin_call_ratio), w)
-    specs = {p.symbol: spec for unit in units for p, spec in unit.rows}
-    box = {
-        s: _band(specs[s], held, widths.get((s, 0), w), widths.get((s, 1), w))
-        for s, held in marks.items()
-    }
+    try:  # figures beyond a float's range (a hostile catalog or fill) get the marks alone
+        widths, symbols = _search(units, float(margin_call_ratio), w)
+        specs = {p.symbol: spec for unit in units for p, spec in unit.rows}
+        box = {
+            s: _band(specs[s], held, widths.get((s, 0), w), widths.get((s, 1), w))
+            for s, held in marks.items()
+        }
+    except (OverflowError, ZeroDivisionError, ValueError):
+        return dict(marks)
     pending = list(zip(units, symbols, strict=True))
     for attempt in (0, 1):  # shrink what the exact check refuses; then the marks alone
         pending = [(u, mine) for u, mine in pending if not _proven(u, box, margin_call_ratio)]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import sys
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 from handlers.adapters.mapping.records import entry_to_document, read_entries
@@ -148,6 +151,7 @@ def holder_to_document(entry: HolderEntry) -> dict[str, Any]:
     assert entry.band is not None
     assert entry.version is not None
     low, high = entry.band
+    low_f, high_f = _narrowed(low, high)
     return {
         **header(entry.entry_id, "holder", symbol=holder_partition(entry.symbol, entry.shard)),
         "market": entry.symbol,
@@ -155,9 +159,18 @@ def holder_to_document(entry: HolderEntry) -> dict[str, Any]:
         "bandsVersion": entry.version,
         "low": format_decimal(low),
         "high": format_decimal(high),
-        "lowF": float(low) * (1 + _NARROW),
-        "highF": float(high) * (1 - _NARROW),
+        "lowF": low_f,
+        "highF": high_f,
     }
+
+
+def _narrowed(low: Decimal, high: Decimal) -> tuple[float, float]:
+    """The float bounds of a band, narrowed; a band a float cannot hold (beyond its range
+    or below its precision) gets bounds every query returns (then checked exactly)."""
+    low_f, high_f = float(low) * (1 + _NARROW), float(high) * (1 - _NARROW)
+    if not (math.isfinite(low_f) and math.isfinite(high_f) and 0 < low_f <= high_f):
+        return sys.float_info.max, -1.0
+    return low_f, high_f
 
 
 def holder_from_document(doc: Mapping[str, Any], symbol: str, shard: int) -> HolderEntry:
