@@ -27,7 +27,10 @@ import pytest
 
 from bench.workload import deposit, fill
 from handlers.adapters.mapping import account_from_document
+from handlers.core.bands import outside
 from handlers.core.catalog import load_catalog
+from handlers.core.contracts import parse_timestamp
+from handlers.core.state import apply_mark
 from handlers.core.valuation import value
 from handlers.flows import Deps, process_trade_message
 from tests.aio import run
@@ -82,18 +85,23 @@ def settled(app: AppUnderTest) -> dict[str, int]:
         for r in app.query("ledger", "SELECT c.accountId, c.id FROM c WHERE c.type != 'account'")
     }
     behind = 0
+    price = Decimal(stored["markPrice"])
     for doc in docs:
-        for p in doc["positions"]:
-            if p["quantity"] != "0" and p["symbol"] == "BTCUSDT":
-                behind += p["markTime"] != stored["timestamp"]
         account = account_from_document(doc)
         states = value(account.ledger, catalog, app_ratio(app))
         assert doc["riskState"] == states.risk_state, doc["accountId"]
+        if not any(p.is_open and p.symbol == "BTCUSDT" for p in account.ledger.positions):
+            continue
+        # v2: at the stored mark or inside its band there, with the states it has there.
+        band = account.bands.get("BTCUSDT")
+        when = parse_timestamp(stored["timestamp"])
+        at_mark = value(apply_mark(account.ledger, "BTCUSDT", price, when), catalog, app_ratio(app))
+        behind += band is None or outside(band, price) or at_mark.risk_state != doc["riskState"]
         for entry in doc["pending"]:
             assert (doc["accountId"], entry.get("recordId") or entry["record"]["id"]) in records, (
                 entry
             )
-    assert behind == 0, f"{behind} open position(s) behind the stored mark {stored['markId']}"
+    assert behind == 0, f"{behind} holder(s) whose band misses the stored mark {stored['markId']}"
     alerts = app.alerts()
     contents: dict[str, set[str]] = {}
     for alert in alerts:

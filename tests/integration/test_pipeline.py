@@ -36,7 +36,7 @@ def test_fill_through_devhost_becomes_position_record_and_no_alert(app: AppUnder
 
     account = app.account("acc-1")
     assert account is not None
-    assert account["type"] == "account" and account["schemaVersion"] == 1
+    assert account["type"] == "account" and account["schemaVersion"] == 2
     (position,) = account["positions"]
     assert position["symbol"] == "BTCUSDT"
     assert position["positionSide"] == "BOTH"
