@@ -149,7 +149,7 @@ async def apply_marks(deps: Deps, marks: Sequence[PassMark], delivery: Delivery)
         if before is not None and not _is(before, mine[-1]):
             prior.append(PassMark(symbol, before.price, before.timestamp, before.mark_id))
         if newer:  # stored first: whatever lands from now on sees it
-            stored = await store_newest(deps, newer[-1])
+            stored = await store_newest(deps, newer[-1], before)
             shards[symbol] = stored.shards
             applied += newer
         elif delivery.retry and _is(before, mine[-1]):

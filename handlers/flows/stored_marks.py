@@ -34,17 +34,19 @@ async def read_mark(deps: Deps, symbol: str, max_age: float = 0.0) -> MarkDoc | 
     return mark
 
 
-async def store_newest(deps: Deps, mark: PassMark) -> MarkDoc:
+async def store_newest(deps: Deps, mark: PassMark, known: MarkDoc | None = None) -> MarkDoc:
     """Store ``mark`` unless the stored one is as new or newer; returns the stored mark
-    after the call (this one, or the one that was already there).
+    after the call (this one, or the one that was already there). ``known`` is the stored
+    mark as the caller just read it: the first attempt writes conditionally on its ETag
+    (a stale one costs a 412 and a fresh read), later ones read again.
 
     Raises:
         StaleAccountState: every attempt lost its race.
         TransientStoreError, UnreadableDocument: the store failed.
     """
 
-    async def attempt(_n: int) -> MarkDoc:
-        current = await read_mark(deps, mark.symbol)
+    async def attempt(n: int) -> MarkDoc:
+        current = known if n == 0 and known is not None else await read_mark(deps, mark.symbol)
         if current is not None and current.timestamp >= mark.timestamp:
             return current
         now = deps.clock()

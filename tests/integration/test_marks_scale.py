@@ -86,9 +86,8 @@ def test_cosmos_calls_per_mark_grow_with_the_accounts_it_moves(app: AppUnderTest
     open_positions(deps, [f"b{i}" for i in range(10)], "BTCUSDT")
     open_positions(deps, [f"e{i}" for i in range(40)], "ETHUSDT")
     quiet = calls_for_one_mark(deps, store, "BTCUSDT", 1, "60000")
-    # The mark's own (read, re-read and conditional write) and one query per shard; no
-    # account.
-    assert quiet == 3 + shards, dict(store.calls)
+    # The mark's own (read, conditional write) and one query per shard; no account.
+    assert quiet == 2 + shards, dict(store.calls)
     assert store.calls["query_holders"] == shards
 
     open_positions(deps, [f"e{i}" for i in range(40, 120)], "ETHUSDT")  # accounts elsewhere
