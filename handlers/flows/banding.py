@@ -41,6 +41,12 @@ __all__ = [
 ]
 
 
+#: The band of a symbol whose legs carry different effective marks (a hedge pair opened
+#: before the symbol's first mark): every mark leaves it (low > high), and the index
+#: lists it for every query.
+EVERY_MARK_LEAVES: Band = (Decimal(1), Decimal(0))
+
+
 def shard_of(account_id: str, shards: int) -> int:
     """The index shard of an account (stable across processes: CRC-32 of its id)."""
     return zlib.crc32(account_id.encode()) % shards if shards > 1 else 0
@@ -64,6 +70,14 @@ def banded(deps: Deps, before: AccountDoc, after: AccountDoc) -> AccountDoc:
     ):
         return replace(after, bands=stored, bands_version=before.bands_version)
     bands = band_box(ledger, catalog, ratio, deps.settings.risk_band_width) if open_symbols else {}
+    split = [
+        s
+        for s in open_symbols
+        if len({p.effective_mark for p in ledger.positions if p.is_open and p.symbol == s}) > 1
+    ]
+    if split and not box_holds(ledger, catalog, ratio, bands):
+        for symbol in split:  # legs at different marks (no mark yet) and nothing verified
+            bands[symbol] = EVERY_MARK_LEAVES
     return replace(after, bands=bands, bands_version=after.version)
 
 

@@ -16,7 +16,7 @@ from handlers.core.contracts import mark_id, parse_timestamp
 from handlers.core.decimals import format_decimal
 from handlers.core.revalue import revalue_at
 from handlers.core.state import Ledger
-from handlers.flows import Deps
+from handlers.flows import Deps, banding
 from tests.unit.fakes import FakeClock, FakeSink, FakeStore
 from tests.unit.flowkit import event, make_deps, marks, trade
 
@@ -145,3 +145,29 @@ def test_a_mark_that_changes_nothing_writes_no_account(
     for account in accounts:  # the figures stay as of valuedAt, the older mark
         doc = store.account(account)
         assert doc["valuedAt"] == "2024-10-01T12:00:00.000Z"
+
+
+def test_a_hedge_pair_opened_before_any_mark_gets_a_band_every_mark_leaves_unless_one_holds(
+    store: FakeStore, sink: FakeSink, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its legs carry different fill prices as marks. A box that verifies over both is
+    kept (its legs are bounded apart); when none does, every mark leaves the band it gets,
+    and the first mark moves both legs."""
+    deps = make_deps(store, sink, clock, RISK_BAND_WIDTH=WIDTH)
+    trade(deps, event("transfer_deposit_usdt", amount="100000"))
+    long = {"positionSide": "LONG", "tradeId": "h-1", "price": "60000"}
+    short = {"positionSide": "SHORT", "side": "SELL", "tradeId": "h-2", "price": "60100"}
+    assert trade(deps, event("fill_btcusdt_long", **long)).kind == "APPLIED"
+    monkeypatch.setattr(banding, "box_holds", lambda *_: False)  # nothing verifies
+    assert trade(deps, event("fill_btcusdt_long", **short)).kind == "APPLIED"
+    monkeypatch.undo()
+    doc = store.account("acct-0001")
+    low, high = (Decimal(v) for v in doc["riskBands"]["BTCUSDT"])
+    assert low > high  # every mark leaves it
+    writes = store.account_writes
+    marks(deps, event("mark_btcusdt", markPrice="60050", timestamp="2024-10-01T12:30:00Z"))
+    assert store.account_writes == writes + 1
+    doc = store.account("acct-0001")
+    assert {p["markPrice"] for p in doc["positions"]} == {"60050"}
+    low, high = (Decimal(v) for v in doc["riskBands"]["BTCUSDT"])
+    assert low <= Decimal(60050) <= high
