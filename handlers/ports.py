@@ -36,11 +36,17 @@ class LedgerStore(Protocol):
         ...
 
     async def write_account(
-        self, account: doc.AccountDoc, valuation: Valuation, etag: str | None
+        self,
+        account: doc.AccountDoc,
+        valuation: Valuation,
+        etag: str | None,
+        record: doc.Record | None = None,
     ) -> str | None:
         """Create (``etag`` None) or replace-if-unchanged the account document (its figures
         from ``valuation``, as of ``account.updated_at``); returns the new ETag (None when
-        the store does not say).
+        the store does not say). With ``record`` (an event that raised no alert: nothing
+        to send before it), the record is created in the same request, after the account;
+        correctness never rests on the two being atomic.
         """
         ...
 

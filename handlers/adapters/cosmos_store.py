@@ -180,17 +180,60 @@ class CosmosLedgerStore:
         return account
 
     async def write_account(
-        self, account: AccountDoc, valuation: Valuation, etag: str | None
+        self,
+        account: AccountDoc,
+        valuation: Valuation,
+        etag: str | None,
+        record: Record | None = None,
     ) -> str | None:
         document = account_to_document(account, valuation)
         try:
-            new_etag = await self._write("ledger", document, etag)
+            if record is None:
+                new_etag = await self._write("ledger", document, etag)
+            else:
+                new_etag = await self._write_with(document, etag, record)
         except BaseException:
             # A conflict, or a write whose fate is unknown: the next read goes to Cosmos.
             self.accounts.drop(account.account_id)
             raise
         self.accounts.put(replace(account, etag=new_etag))
         return new_etag
+
+    async def _write_with(
+        self, document: Mapping[str, Any], etag: str | None, record: Record
+    ) -> str | None:
+        """The account write and the record's creation in one transactional batch of the
+        account's partition, the account first. Nothing relies on its atomicity (the
+        local stand-in does not roll back): a failure at the account is a conflict; one
+        at the record leaves at worst the account written without its record, which is
+        the outbox's crash point [1], and the host's retry finishes it.
+
+        Raises:
+            StaleAccountState: the account exists (create) or changed (replace).
+            TransientStoreError: Cosmos is unavailable, or the record's creation failed.
+        """
+        proxy = await self.container("ledger")
+        body = dict(document)
+        first: tuple[str, tuple[Any, ...], dict[str, Any]] = (
+            ("create", (body,), {})
+            if etag is None
+            else ("replace", (body["id"], body), {"if_match_etag": etag})
+        )
+        ops = [first, ("create", (record_to_document(record),), {})]
+        what = f"write account {body.get('accountId')} with record {record.id}"
+        try:
+            results = await translate(
+                lambda: proxy.execute_item_batch(ops, partition_key=body["accountId"]), what
+            )
+        except CosmosBatchOperationError as exc:
+            status = batch_status(exc, exc.error_index)
+            if exc.error_index == 0 and status in (404, 409, 412):
+                raise StaleAccountState(f"account {body.get('accountId')}: {status}") from exc
+            raise TransientStoreError(
+                f"{what}: the batch failed at operation {exc.error_index}: {exc.message}"
+            ) from exc
+        new_etag = results[0].get("eTag") or (results[0].get("resourceBody") or {}).get("_etag")
+        return new_etag if isinstance(new_etag, str) else None
 
     # -- records -----------------------------------------------------------------------
 

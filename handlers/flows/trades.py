@@ -108,6 +108,8 @@ class _Decision:
     entry: Entry
     record: Record
     outcome: Outcome
+    #: The record was created with the account write.
+    batched: bool = False
 
 
 @dataclass(frozen=True)
@@ -144,8 +146,13 @@ async def apply_event(deps: Deps, event: Fill | Transfer, delivery: Delivery) ->
                 )
             drop = await outbox.settle(deps, account_id, account.pending)
             decision = await _decide(deps, event, account.without(drop), delivery)
-            await deps.store.write_account(decision.account, decision.valuation, account.etag)
-            return decision
+            # An event that raised no alert has nothing to send before its record: the
+            # record goes in the same request as the account.
+            with_record = decision.record if not decision.entry.alerts else None
+            await deps.store.write_account(
+                decision.account, decision.valuation, account.etag, with_record
+            )
+            return replace(decision, batched=with_record is not None)
 
     result = await until_written(attempt, deps.sleep, f"account {account_id}")
     if isinstance(result, Outcome):
@@ -155,7 +162,7 @@ async def apply_event(deps: Deps, event: Fill | Transfer, delivery: Delivery) ->
             await _catch_up_again(deps, result.account, event.event_id, delivery)
         return result.outcome
     indexed = await write_index(deps, result.before, result.account)
-    await outbox.finish(deps, account_id, result.entry, result.record)
+    await outbox.finish(deps, account_id, result.entry, None if result.batched else result.record)
     await _catch_up(deps, result.account, indexed, event.event_id, delivery)
     return result.outcome
 

@@ -128,7 +128,11 @@ class FakeStore:
         return None if doc is None else mapping.account_from_document(_copy(doc))
 
     async def write_account(
-        self, account: AccountDoc, valuation: Valuation, etag: str | None
+        self,
+        account: AccountDoc,
+        valuation: Valuation,
+        etag: str | None,
+        record: Record | None = None,
     ) -> str | None:
         document = mapping.account_to_document(account, valuation)
         if self.before_account_write is not None:
@@ -138,6 +142,8 @@ class FakeStore:
         assert document["id"] == ACCOUNT_ID
         written = self._put(self.accounts, str(document["accountId"]), document, etag)
         self.account_writes += 1
+        if record is not None:  # (as the stand-in: the account stays if this fails)
+            await self.create_record(record)
         return written
 
     def account(self, account_id: str) -> dict[str, Any]:
