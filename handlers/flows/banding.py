@@ -41,9 +41,9 @@ __all__ = [
 ]
 
 
-#: The band of a symbol whose legs carry different effective marks (a hedge pair opened
-#: before the symbol's first mark): every mark leaves it (low > high), and the index
-#: lists it for every query.
+#: The band of a symbol no mark has reached yet (its positions are valued at their fill
+#: prices, ``markSource`` FILL_PRICE): every mark leaves it (low > high), the index lists
+#: it for every query, and the symbol's first mark re-values the account.
 EVERY_MARK_LEAVES: Band = (Decimal(1), Decimal(0))
 
 
@@ -77,6 +77,9 @@ def banded(deps: Deps, before: AccountDoc, after: AccountDoc) -> AccountDoc:
     ]
     if split and not box_holds(ledger, catalog, ratio, bands):
         for symbol in split:  # legs at different marks (no mark yet) and nothing verified
+            bands[symbol] = EVERY_MARK_LEAVES
+    for symbol in open_symbols:  # valued at a fill price: its first mark re-values it
+        if any(p.is_open and p.symbol == symbol and p.mark_price is None for p in ledger.positions):
             bands[symbol] = EVERY_MARK_LEAVES
     return replace(after, bands=bands, bands_version=after.version)
 

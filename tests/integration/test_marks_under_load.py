@@ -95,8 +95,8 @@ def settled(app: AppUnderTest) -> dict[str, int]:
         # v2: at the stored mark or inside its band there, with the states it has there.
         band = account.bands.get("BTCUSDT")
         when = parse_timestamp(stored["timestamp"])
-        at_mark = value(apply_mark(account.ledger, "BTCUSDT", price, when), catalog, app_ratio(app))
-        behind += band is None or outside(band, price) or at_mark.risk_state != doc["riskState"]
+        there = value(apply_mark(account.ledger, "BTCUSDT", price, when), catalog, app_ratio(app))
+        behind += band is None or outside(band, price) or there.risk_state != doc["riskState"]
         for entry in doc["pending"]:
             assert (doc["accountId"], entry.get("recordId") or entry["record"]["id"]) in records, (
                 entry
@@ -198,7 +198,8 @@ def test_a_mark_whose_host_is_killed_mid_pass_until_it_is_poisoned(
     mark's whole pass is one invocation (MARKS_FANOUT_BATCH 1000). Its host is killed
     (SIGKILL) after about 100 and then 250 holders were re-valued; the body, delivered a
     third time, goes to the poison queue, and the poison function applies the mark and
-    finishes what the kills left."""
+    finishes what the kills left. (The thin half leaves its bands at the mark and is
+    re-valued; the thick half's bands hold it: settled() checks both.)"""
     deps, _store = in_process(slow_app)
     holders = [f"k{i:04d}" for i in range(600)]
     seed(deps, holders[:300], "22")  # thin margin: LIQUIDATION at the mark
@@ -227,7 +228,7 @@ def test_a_mark_whose_host_is_killed_mid_pass_until_it_is_poisoned(
         os.killpg(host.pid, signal.SIGKILL)
         host.wait()
         kills.append(reached)
-    assert 0 < kills[0] < kills[-1] < len(holders), f"not killed mid-pass: {kills}"
+    assert 0 < kills[0] < kills[-1] < 300, f"not killed mid-pass: {kills}"
     time.sleep(3.5)  # the lease of the killed delivery runs out
     result = subprocess.run(
         [*devhost_run(slow_app, app_dir), "--drain"],
@@ -240,6 +241,6 @@ def test_a_mark_whose_host_is_killed_mid_pass_until_it_is_poisoned(
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "on_mark_poison" in result.stderr  # the third delivery went through poison
-    assert at_mark(slow_app, the_mark["timestamp"]) == len(holders)
+    assert at_mark(slow_app, the_mark["timestamp"]) >= 300  # every thin holder
     figures = settled(slow_app)
     print(f"killed at {kills} of {len(holders)} holders; after the poison path: {figures}")

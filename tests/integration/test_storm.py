@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import random
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,11 @@ import pytest
 
 from bench import workload
 from bench.workload import b64, deposit, duplicated, fill
+from handlers.adapters.mapping import account_from_document, account_to_document
 from handlers.core.catalog import load_catalog
+from handlers.core.contracts import parse_timestamp
+from handlers.core.state import apply_mark
+from handlers.core.valuation import value
 from handlers.flows import Deps
 from handlers.settings import load_settings
 from tests.aio import process_mark_message, process_trade_message
@@ -98,19 +104,39 @@ def reference_state(messages: list[Any], settings: dict[str, str]) -> FakeStore:
     return store
 
 
+#: The marks every stream ends at (:func:`settle_marks`).
+SETTLED = {"BTCUSDT": Decimal("60050"), "ETHUSDT": Decimal("2490.5")}
+SETTLED_AT = parse_timestamp("2024-10-05T22:13:20Z")  # second 80,000
+CATALOG = load_catalog(REPO / "handlers" / "data" / "instruments.json")
+
+
 def comparable(doc: dict[str, Any]) -> dict[str, Any]:
+    """What must not depend on the order of delivery: the stored ledger, its states, the
+    ids, and the figures at the marks the stream ends at. (A v2 document's own figures are
+    as of its ``valuedAt``, which a mark inside its bands leaves behind.)"""
+    account = account_from_document(doc)
+    ledger = account.ledger
+    for symbol, price in SETTLED.items():
+        ledger = apply_mark(ledger, symbol, price, SETTLED_AT)
+    at = value(ledger, CATALOG, Decimal("0.80"))
+    figures = account_to_document(replace(account, ledger=ledger, updated_at=SETTLED_AT), at)
+    positions = []
+    for p in figures["positions"]:
+        drop = VOLATILE_POSITION | (
+            {"markPrice", "markTime", "markSource"} if p["quantity"] == "0" else set()
+        )
+        positions.append({k: v for k, v in p.items() if k not in drop})
     return {
-        "wallets": doc["wallets"],
-        "positions": [
-            {k: v for k, v in p.items() if k not in VOLATILE_POSITION} for p in doc["positions"]
-        ],
+        "wallets": figures["wallets"],
+        "positions": positions,
         "riskState": doc["riskState"],
+        "atSettled": figures["riskState"],
         "recentEventIds": sorted(doc["recentEventIds"]),
     }
 
 
 def settle_marks(accounts: int) -> list[dict[str, Any]]:
-    return [mark("BTCUSDT", "60050", 80_000), mark("ETHUSDT", "2490.5", 80_000)]
+    return [mark(s, str(p), 80_000) for s, p in SETTLED.items()]
 
 
 def event_ids(messages: list[Any]) -> list[tuple[str, str]]:
