@@ -352,7 +352,7 @@ class Story:
     def accounts(self) -> list[dict[str, Any]]:
         from devhost import inspect_state
 
-        return inspect_state.load_accounts(self.app)
+        return inspect_state.at_stored_marks(self.app, inspect_state.load_accounts(self.app))
 
     # Telling it.
 

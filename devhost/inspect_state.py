@@ -1,7 +1,8 @@
 """``python -m devhost accounts``: print the account documents the app keeps in Cosmos DB.
 
-By default a table of the open positions and one of the wallets, rounded for reading
-(:mod:`devhost.present`); ``--json`` prints the whole documents at full precision.
+By default a table of the open positions and one of the wallets at the latest stored
+marks, rounded for reading (:mod:`devhost.present`); ``--json`` prints the whole documents
+as stored, at full precision (their figures as of each one's ``valuedAt``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ from devhost import present
 from devhost.settings_file import SettingsError, load_settings
 from handlers.settings import Settings
 
-__all__ = ["accounts_command", "load_accounts", "render_accounts", "settle_assets"]
+__all__ = [
+    "accounts_command",
+    "at_stored_marks",
+    "load_accounts",
+    "render_accounts",
+    "settle_assets",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +48,48 @@ def load_accounts(settings: Settings, account: str | None = None) -> list[dict[s
     docs = ledger.query_items(query, parameters=params, enable_cross_partition_query=True)
     clean = [{k: v for k, v in doc.items() if not k.startswith("_")} for doc in docs]
     return sorted(clean, key=lambda d: str(d.get("accountId")))
+
+
+def at_stored_marks(settings: Settings, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The documents with their figures at the latest stored mark of every symbol (a
+    document's own are as of its ``valuedAt``: a mark inside its risk bands leaves them
+    there). A document the app cannot read is returned as stored.
+
+    Raises:
+        Exception: whatever the Cosmos SDK raises when the marks cannot be read.
+    """
+    from dataclasses import replace
+
+    from devhost.cosmos import container
+    from handlers.adapters.mapping import (
+        account_from_document,
+        account_to_document,
+        mark_from_document,
+    )
+    from handlers.core.catalog import load_catalog
+    from handlers.core.valuation import value
+    from handlers.errors import UnreadableDocument
+    from handlers.flows.banding import at_latest_marks
+
+    catalog = load_catalog(settings.instruments_file)
+    rows = container(settings, "marks").query_items(
+        "SELECT * FROM c WHERE c.type = 'mark'", enable_cross_partition_query=True
+    )
+    marks = {str(row["symbol"]): mark_from_document(row) for row in rows}
+    out = []
+    for doc in docs:
+        try:
+            account = account_from_document(doc)
+        except UnreadableDocument:
+            out.append(doc)
+            continue
+        ledger = at_latest_marks(account.ledger, marks)
+        valuation = value(ledger, catalog, settings.margin_call_ratio)
+        now = replace(account, ledger=ledger)
+        figures = account_to_document(now, valuation) if now.updated_at else doc
+        keep = ("wallets", "positions", "riskState", "valuedAt")
+        out.append({**doc, **{k: figures[k] for k in keep if k in figures}})
+    return out
 
 
 def settle_assets(settings: Settings) -> dict[str, str]:
@@ -95,6 +144,11 @@ def accounts_command(
         for doc in docs:
             print(json.dumps(doc, indent=2), file=out)
     else:
+        try:
+            docs = at_stored_marks(settings, docs)
+        except Exception as exc:
+            logger.error("reading marks failed: %s", exc)
+            return 1
         lines = render_accounts(docs, settings.margin_call_ratio, settle_assets(settings))
         print("\n".join(lines), file=out)
     logger.info("%d account(s)", len(docs))
