@@ -108,7 +108,7 @@ async def _write_key(
 ) -> str:
     """The entry key of this write: the visit's key, unless an earlier write of the same
     message used it on this account (its entry is here, or — on a retry — its record
-    exists); then ``<key>:#<16 hex>`` of the symbols this write applies, so that the
+    exists); then ``<key>:~<16 hex>`` of the symbols this write applies, so that the
     second write has a record of its own (a retry computes the same key).
 
     Raises:
@@ -120,7 +120,14 @@ async def _write_key(
     if not used:
         return visit.key
     symbols = ",".join(sorted({m.symbol for m in fresh}))
-    return f"{visit.key}:#{hashlib.sha256(symbols.encode()).hexdigest()[:16]}"
+    # ('~': Cosmos refuses '#' (and '/', '\\', '?') in ids; ':#' keys of earlier versions
+    # are still read.)
+    return f"{visit.key}:~{hashlib.sha256(symbols.encode()).hexdigest()[:16]}"
+
+
+def _base_key(key: str) -> str:
+    """An entry key without the suffix of a later write (``:~<hex>``, ``:#<hex>``)."""
+    return key.split(":~")[0].split(":#")[0]
 
 
 def _fresh(account: AccountDoc, marks: Sequence[PassMark]) -> list[PassMark]:
@@ -225,7 +232,7 @@ async def _visit_once(deps: Deps, account_id: str, visit: Visit, cached: bool) -
     symbols = {m.symbol for m in visit.marks}
     holds = any(p.is_open and p.symbol in symbols for p in account.ledger.positions)
     done: tuple[Alert, ...] = ()
-    own = [e for e in account.pending if e.key.split(":#")[0] == visit.key]
+    own = [e for e in account.pending if _base_key(e.key) == visit.key]
     for left in own:
         done += (await outbox.complete(deps, account_id, left, visit.delivery)).alerts
     fresh = _fresh(account, visit.marks)

@@ -240,12 +240,12 @@ def documents() -> dict[str, dict[str, Any]]:
         ),
         "revaluation-record.schema.json": _doc(
             "revaluation-record.schema.json",
-            "Re-valuation record (container ledger, id @<source>): the alerts marks raised on one account in one write; source marks:<bodyDigest> (a mark message's pass) or mark:<markId>:<eventId> (a fill catching up with a mark stored while it was in flight), each with :#<16 hex> (a digest of the symbols it applies) when a later write of the same message on the same account needs a record of its own; marks:<bodyDigest>:<16 hex> and mark:<markId> were written by earlier versions",
+            "Re-valuation record (container ledger, id @<source>): the alerts marks raised on one account in one write; source marks:<bodyDigest> (a mark message's pass) or mark:<markId>:<eventId> (a fill catching up with a mark stored while it was in flight), each with :~<16 hex> (a digest of the symbols it applies) when a later write of the same message on the same account needs a record of its own (Cosmos refuses '#' in ids); marks:<bodyDigest>:<16 hex>, marks:<bodyDigest>:#<16 hex> and mark:<markId> were written by earlier versions",
             ["accountId", "source", "marks", "alerts", "createdAt"],
             {
                 "id": {
                     "type": "string",
-                    "pattern": "^@(marks:sha256:[0-9a-f]{64}(:#?[0-9a-f]{16})?|mark:.+)$",
+                    "pattern": "^@(marks:sha256:[0-9a-f]{64}(:[#~]?[0-9a-f]{16})?|mark:.+)$",
                 },
                 "source": _STR,
                 "marks": {"type": "object", "additionalProperties": _TS},

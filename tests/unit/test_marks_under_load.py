@@ -337,7 +337,7 @@ def test_a_second_write_of_one_message_on_an_account_keeps_its_own_alerts(
     """The first try of a BTC+ETH MARKS commits acct-0001's BTC write (MARGIN_CALL) and
     dies. The account then opens ETH at an older copy of its mark and dies before its
     catch-up. The retry finishes the BTC entry and writes ETH under a key of its own
-    (``marks:<digest>:#<hex>``) — and dies before sending. A later delivery finishes that
+    (``marks:<digest>:~<hex>``) — and dies before sending. A later delivery finishes that
     one too: LIQUIDATION_RISK is sent, not lost behind the first entry's record."""
     from handlers.flows.stored_marks import read_mark
 
