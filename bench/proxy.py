@@ -32,6 +32,10 @@ logger = logging.getLogger("bench.marks")
 
 COSMOS_CERT_DIR = REPO / "node_modules" / "@vercel" / "cosmosdb-server"
 _LIMIT = 1 << 20
+#: An upstream connection idle this long is replaced before the next request: Node servers
+#: (Azurite) close idle keep-alive connections after 5 s, and a request written into one
+#: they are closing is lost.
+UPSTREAM_IDLE_SECONDS = 2.0
 _NO_BODY = {204, 304}
 _DOCUMENT_OPS = {"GET": "read", "PUT": "replace", "DELETE": "delete", "PATCH": "patch"}
 #: Queue Storage operations on a queue, on its messages and on one message.
@@ -152,6 +156,7 @@ class CountingProxy:
         self._errors: Counter[str] = Counter()
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._client_tls: ssl.SSLContext | None = None
         self._server_tls: ssl.SSLContext | None = None
@@ -208,26 +213,41 @@ class CountingProxy:
     # -- relay
 
     async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        # asyncio keeps only a weak hold on a connection's task once the client side is
+        # lost: without this one, a relay waiting on its upstream can be collected mid-way.
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        upstream_r: asyncio.StreamReader | None = None
         upstream_w: asyncio.StreamWriter | None = None
+        idle_since = 0.0
         try:
-            upstream_r, upstream_w = await asyncio.open_connection(
-                "127.0.0.1", self.upstream_port, ssl=self._client_tls, limit=_LIMIT
-            )
             while True:
                 try:
                     head = await client_r.readuntil(b"\r\n\r\n")
                 except asyncio.IncompleteReadError:
                     return  # the client closed its connection between requests
                 method, target, headers = _headers(head)
-                upstream_w.write(head + await _body(client_r, headers))
+                request = head + await _body(client_r, headers)
+                now = asyncio.get_running_loop().time()
+                if upstream_w is None or now - idle_since > UPSTREAM_IDLE_SECONDS:
+                    if upstream_w is not None:
+                        upstream_w.close()
+                    upstream_r, upstream_w = await asyncio.open_connection(
+                        "127.0.0.1", self.upstream_port, ssl=self._client_tls, limit=_LIMIT
+                    )
+                assert upstream_r is not None
+                upstream_w.write(request)
                 await upstream_w.drain()
                 answer = await self._answer(upstream_r, method, target)
+                idle_since = asyncio.get_running_loop().time()
                 client_w.write(answer[0])
                 await client_w.drain()
                 self._count(self.classify(method, target, headers), answer[1])
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, OSError) as exc:
             logger.debug("proxy %s: connection ended: %r", self.name, exc)
         finally:
+            self._tasks.discard(task)
             for writer in (client_w, upstream_w):
                 if writer is not None:
                     with contextlib.suppress(Exception):
