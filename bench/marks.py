@@ -39,6 +39,7 @@ import logging
 import os
 import platform
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -461,7 +462,7 @@ def summarize(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for result in results:
         groups: dict[tuple[int, str], list[Mapping[str, Any]]] = {}
-        for s in result["scenarios"]:
+        for s in result.get("scenarios", []):
             groups.setdefault((s["devhosts"], s["scenario"]), []).append(s)
         for (n, name), group in groups.items():
 
@@ -548,13 +549,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     load_before = os.getloadavg()
     results: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="bench-marks-") as tmp:
-        pool = ServicePool(Path(tmp), "holders")
-        try:
-            for holders in args.holders:
-                results.append(holders_run(pool, Path(tmp), holders, args.devhosts, args))
-        finally:
-            pool.close()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-marks-"))
+    failed = False
+    pool = ServicePool(workdir, "holders")
+    try:
+        for holders in args.holders:
+            try:
+                results.append(holders_run(pool, workdir, holders, args.devhosts, args))
+            except Exception as exc:  # report it, keep the logs, go on with the next H
+                logger.exception("H=%d failed; devhost logs kept in %s", holders, workdir)
+                results.append({"holders": holders, "error": repr(exc), "logs": str(workdir)})
+                failed = True
+    finally:
+        pool.close()
+        if not failed:
+            shutil.rmtree(workdir, ignore_errors=True)
     summary = summarize(results)
     document = {
         "machine": {
@@ -586,7 +595,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     json.dump(document, sys.stdout, indent=2)
     sys.stdout.write("\n")
-    if args.check and not all(row["as_expected"] for row in summary):
+    if failed or (args.check and not all(row["as_expected"] for row in summary)):
         return 1
     return 0
 
