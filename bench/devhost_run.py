@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import resource
 import signal
 import subprocess
 import sys
@@ -46,7 +45,6 @@ class DevhostRun:
         command += ["--verbose"] if self.verbose else []
         command += ["run", "--settings", str(self.settings_file)]
         command += ["--drain", "--timeout", "900"] if self.drain else []
-        self._usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         self.spawned = time.monotonic()
         self.process = subprocess.Popen(
             command,
@@ -85,15 +83,28 @@ class DevhostRun:
                     self.counts["received"] += int(match.group(1))
 
     def wait(self, timeout: float | None = None) -> int:
+        """Wait for the exit (polling every 5 ms) and keep this process's own CPU time
+        (``os.wait4``: exact even when several devhosts run at once).
+
+        Raises:
+            subprocess.TimeoutExpired: still running after ``timeout`` seconds.
+        """
         assert self.process is not None
-        self.returncode = self.process.wait(timeout=timeout)
-        self.exited = time.monotonic()
+        if self.process.returncode is None:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                pid, status, usage = os.wait4(self.process.pid, os.WNOHANG)
+                if pid:
+                    break
+                if deadline is not None and time.monotonic() > deadline:
+                    raise subprocess.TimeoutExpired(self.process.args, timeout or 0)
+                time.sleep(0.005)
+            self.exited = time.monotonic()
+            self.process.returncode = os.waitstatus_to_exitcode(status)
+            self.cpu_seconds = usage.ru_utime + usage.ru_stime
+        self.returncode = self.process.returncode
         if self._reader is not None:
             self._reader.join(timeout=30)
-        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-        self.cpu_seconds = (usage.ru_utime - self._usage.ru_utime) + (
-            usage.ru_stime - self._usage.ru_stime
-        )
         return self.returncode
 
     def stop(self) -> int:
