@@ -83,6 +83,7 @@ def calls_for_one_mark(
 def test_cosmos_calls_per_mark_grow_with_the_accounts_it_moves(app: AppUnderTest) -> None:
     deps, store = in_process(app)
     shards = deps.settings.marks_index_shards
+    calls_for_one_mark(deps, store, "BTCUSDT", 0, "60000")  # the fills decide at it
     open_positions(deps, [f"b{i}" for i in range(10)], "BTCUSDT")
     open_positions(deps, [f"e{i}" for i in range(40)], "ETHUSDT")
     quiet = calls_for_one_mark(deps, store, "BTCUSDT", 1, "60000")
