@@ -16,6 +16,8 @@ Per ``--holders`` H (fresh services each time):
 - then for each ``--devhosts`` count, a cycle of three timed scenarios, each one message
   enqueued and then N devhosts ``run --drain`` started at once:
 
+  - ``idle``: nothing enqueued: what the devhosts' start and drain cost by themselves
+    (subtract it from a scenario's devhost CPU for the work of its message);
   - ``quiet``: a MARK at 59,900, no risk state changes (no alert);
   - ``five-percent``: a MARK at 57,000, 5 % of the accounts change state (one
     MARGIN_CALL or LIQUIDATION_RISK alert each);
@@ -96,7 +98,7 @@ SAFE_DEPOSIT_SPREAD = 9600
 MARKS_APP_SETTINGS = {"RISK_LARGE_TRADE_NOTIONAL": "USDT:1000000,BTC:20"}
 DRAIN_TIMEOUT = 1800
 SETUP_CHUNK = 1000
-SCENARIOS = ("quiet", "five-percent", "batch-60")
+SCENARIOS = ("idle", "quiet", "five-percent", "batch-60")
 
 #: devhost's one line per message: ``on_mark message=<id> dequeueCount=1 Succeeded (12 ms)``.
 _INVOCATION_RE = re.compile(r"(\w+) message=\S+ dequeueCount=\d+ (\w+) \(")
@@ -159,11 +161,14 @@ class Plan:
     def initial_mark(self) -> dict[str, Any]:
         return mark(SYMBOL, str(ENTRY), self._next())
 
-    def scenario(self, name: str) -> tuple[dict[str, Any], Counter[str], Counter[str]]:
-        """The scenario's message, the alerts it is expected to raise (by type) and the
-        accounts' ``riskState`` after it."""
+    def scenario(self, name: str) -> tuple[dict[str, Any] | None, Counter[str], Counter[str]]:
+        """The scenario's message (None for ``idle``: devhost on empty queues, what its
+        start and drain cost by themselves), the alerts it is expected to raise (by type)
+        and the accounts' ``riskState`` after it."""
         risky = self.margin_calls + self.liquidations
         normal = Counter({"NORMAL": self.holders})
+        if name == "idle":
+            return None, Counter(), normal
         if name == "quiet":
             return mark(SYMBOL, str(QUIET), self._next()), Counter(), normal
         if name == "five-percent":
@@ -377,10 +382,10 @@ def scenario_phase(
     requests = dep.requests()
     nodes = node_cpu_seconds(dep.ls.run_dir)
     bench_cpu = time.process_time()
-    text = b64(message)
     wall0 = time.time()
     t0 = time.monotonic()
-    client.send_message(text)
+    if message is not None:
+        client.send_message(b64(message))
     runs = _drain(settings_file, [dep.workdir / f"{label}-{n}.log" for n in range(devhosts)])
     drained = max(r.exited or t0 for r in runs) - t0
     node_cpu = cpu_delta(nodes, node_cpu_seconds(dep.ls.run_dir))
@@ -399,7 +404,7 @@ def scenario_phase(
         "scenario": name,
         "holders": plan.holders,
         "devhosts": devhosts,
-        "mark_entries": len(message.get("marks", [message])),
+        "mark_entries": 0 if message is None else len(message.get("marks", [message])),
         "enqueue_to_last_alert_s": rounded(last_alert, 3),
         "enqueue_to_drained_s": rounded(drained, 3),
         "listening_to_last_alert_s": rounded(last_alert - (min(listening) - t0), 3)
