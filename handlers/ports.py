@@ -82,11 +82,12 @@ class LedgerStore(Protocol):
         ...
 
     async def put_holder(
-        self, entry: doc.HolderEntry, replaces: doc.HolderEntry | None
+        self, entry: doc.HolderEntry, replaces: doc.HolderEntry | None, read: bool = True
     ) -> doc.MarkDoc | None:
         """Write an index entry (upsert) and delete the one it ``replaces`` (gone is
         fine), then read the symbol's stored mark, in that order: the mark as stored once
-        the entry was written, or None.
+        the entry was written, or None (also when ``read`` is False: the caller reads the
+        mark itself after many entries; a store may still return one it read for free).
         """
         ...
 

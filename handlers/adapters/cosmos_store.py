@@ -315,10 +315,14 @@ class CosmosLedgerStore:
         rows = await translate(query, f"query holders of {partition}")
         return [holder_from_document(r, symbol, shard) for r in rows]
 
-    async def put_holder(self, entry: HolderEntry, replaces: HolderEntry | None) -> MarkDoc | None:
+    async def put_holder(
+        self, entry: HolderEntry, replaces: HolderEntry | None, read: bool = True
+    ) -> MarkDoc | None:
         """Upsert the entry, delete the one it replaces, then read ``@mark``: one
         transactional batch when all three are in the symbol's own partition (shard 0),
-        else the batch of what shares the entry's partition and a read after it. When
+        else the batch of what shares the entry's partition and a read after it (none
+        when ``read`` is False and the read is not free: the caller reads once for many
+        entries). When
         the batch fails (no mark stored yet, the replaced entry already gone), the same
         operations run one by one, in the same order."""
         proxy = await self.container("marks")
@@ -345,11 +349,11 @@ class CosmosLedgerStore:
             await translate(lambda: proxy.upsert_item(body=body), what)
             if replaces is not None:
                 await self.delete_holder(replaces)
-            return await self.read_mark(entry.symbol)
+            return await self.read_mark(entry.symbol) if read else None
         if alone is not None:
             await self.delete_holder(alone)
         if not reads:
-            return await self.read_mark(entry.symbol)
+            return await self.read_mark(entry.symbol) if read else None
         mark = results[-1].get("resourceBody")
         return mark_from_document(mark) if isinstance(mark, dict) else None
 

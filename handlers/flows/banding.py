@@ -105,11 +105,12 @@ def _previous(deps: Deps, before: AccountDoc, symbol: str) -> HolderEntry | None
 
 
 async def write_index(
-    deps: Deps, before: AccountDoc | None, after: AccountDoc
+    deps: Deps, before: AccountDoc | None, after: AccountDoc, read: bool = True
 ) -> dict[str, MarkDoc | None]:
     """Write ``after``'s index entries when its bands are new (replacing ``before``'s;
     ``before`` None re-asserts them all, for a retry), and drop the entries of symbols it
-    no longer holds. Returns each written symbol's stored mark as read after its entry.
+    no longer holds. Returns each written symbol's stored mark as read after its entry
+    (``read`` False: only where the read comes free; the caller reads after many).
 
     Raises:
         TransientStoreError: the store failed (the caller's message is retried, and the
@@ -124,7 +125,7 @@ async def write_index(
         replaces = _previous(deps, prior, entry.symbol) if before is not None else None
         if replaces is not None and replaces.entry_id == entry.entry_id:
             replaces = None
-        return entry.symbol, await store.put_holder(entry, replaces)
+        return entry.symbol, await store.put_holder(entry, replaces, read)
 
     found = await asyncio.gather(*(put(e) for e in entries_of(deps, after)))
     if before is not None:

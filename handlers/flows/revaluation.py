@@ -39,7 +39,7 @@ from handlers.flows.delivery import Delivery, Identity, alerts_for
 from handlers.flows.deps import Deps
 from handlers.flows.stored_marks import read_mark
 
-__all__ = ["Board", "Revalued", "Visit", "revalue"]
+__all__ = ["Board", "Revalued", "Visit", "post_check", "revalue"]
 
 
 class Board:
@@ -88,6 +88,9 @@ class Visit:
     body: BodyRef
     board: Board | None = None
     listed: tuple[HolderEntry, ...] = field(default=())
+    #: Run the post-check here (one mark read per written entry off shard 0); a pass
+    #: runs it once for all its accounts instead (:func:`post_check`).
+    post_check: bool = True
 
 
 @dataclass(frozen=True)
@@ -159,9 +162,9 @@ async def revalue(deps: Deps, account_id: str, visit: Visit) -> Revalued | None:
             return await _visit_once(deps, account_id, visit, cached=n == 0)
 
     result = await until_written(attempt, deps.sleep, f"account {account_id}")
-    if result is None or result.written is None:
+    if result is None or result.written is None or not visit.post_check:
         return result
-    caught = await _post_check(deps, result.written, result.indexed, visit)
+    caught = await post_check(deps, result.written, result.indexed, visit)
     return Revalued(result.alerts + caught, result.holds, result.wrote)
 
 
@@ -262,7 +265,7 @@ async def _visit_once(deps: Deps, account_id: str, visit: Visit, cached: bool) -
         new = new.with_entry(entry)
     ratio = deps.settings.margin_call_ratio
     await deps.store.write_account(new, value(new.ledger, deps.catalog, ratio), account.etag)
-    indexed = await write_index(deps, account, new)
+    indexed = await write_index(deps, account, new, read=visit.post_check)
     await _drop_stale(deps, new, visit.listed, replaced=account)
     if entry is not None:
         await outbox.finish(deps, account_id, entry)
@@ -304,11 +307,12 @@ async def _drop_stale(
     return indexed
 
 
-async def _post_check(
+async def post_check(
     deps: Deps, account: AccountDoc, indexed: Mapping[str, MarkDoc | None], visit: Visit
 ) -> tuple[Alert, ...]:
     """After new entries: a mark stored since may have queried the index before them; when
-    one lies outside the new band, re-value at it now (key ``mark:<markId>:<source>``).
+    one (``indexed``: each symbol's stored mark, read after its entry) lies outside the new
+    band, re-value at it now (key ``mark:<markId>:<source>``).
 
     Raises:
         as :func:`revalue`.

@@ -225,13 +225,15 @@ class FakeStore:
                 found.append(mapping.holder_from_document(_copy(doc), symbol, shard))
         return sorted(found, key=lambda e: (e.account_id, e.entry_id))
 
-    async def put_holder(self, entry: HolderEntry, replaces: HolderEntry | None) -> MarkDoc | None:
+    async def put_holder(
+        self, entry: HolderEntry, replaces: HolderEntry | None, read: bool = True
+    ) -> MarkDoc | None:
         partition = mapping.holder_partition(entry.symbol, entry.shard)
         doc = mapping.holder_to_document(entry)
         self.index.setdefault(partition, {})[entry.entry_id] = {**doc, "_etag": self._etag()}
         if replaces is not None:
             await self.delete_holder(replaces)
-        return await self.read_mark(entry.symbol)
+        return await self.read_mark(entry.symbol) if read else None
 
     async def delete_holder(self, entry: HolderEntry) -> bool:
         entries = self.index.get(mapping.holder_partition(entry.symbol, entry.shard), {})

@@ -283,9 +283,11 @@ def test_a_catch_up_dead_letters_an_unreadable_account_under_the_fill_body(
     stored_elsewhere(store, "50000", "2024-10-01T12:30:00.000Z")  # the copy is behind
     index = store.put_holder
 
-    async def break_the_account(entry: HolderEntry, replaces: HolderEntry | None) -> Any:
+    async def break_the_account(
+        entry: HolderEntry, replaces: HolderEntry | None, read: bool = True
+    ) -> Any:
         store.accounts[entry.account_id]["schemaVersion"] = 99
-        return await index(entry, replaces)
+        return await index(entry, replaces, read)
 
     store.put_holder = break_the_account  # type: ignore[method-assign]
     raw = as_body(event("fill_btcusdt_long", fee="0"))
