@@ -67,6 +67,11 @@ class LedgerStore(Protocol):
         """The latest stored mark of ``symbol``, or None."""
         ...
 
+    async def read_marks(self, symbols: Sequence[str]) -> dict[str, doc.MarkDoc]:
+        """The latest stored mark of each of ``symbols`` that has one (one read-many
+        request: a query per physical partition they span, one for a small container)."""
+        ...
+
     async def write_mark(self, mark: doc.MarkDoc, etag: str | None) -> str | None:
         """Store a mark document (see ``write_*`` above)."""
         ...

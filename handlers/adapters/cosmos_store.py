@@ -272,6 +272,16 @@ class CosmosLedgerStore:
         doc = await self._read("marks", "@mark", symbol)
         return None if doc is None else mark_from_document(doc)
 
+    async def read_marks(self, symbols: Sequence[str]) -> dict[str, MarkDoc]:
+        if len(symbols) == 1:
+            one = await self.read_mark(symbols[0])
+            return {} if one is None else {one.symbol: one}
+        proxy = await self.container("marks")
+        wanted = [("@mark", s) for s in symbols]
+        rows = await translate(lambda: proxy.read_items(wanted), f"read the marks of {symbols}")
+        found = [mark_from_document(row) for row in rows if isinstance(row, dict)]
+        return {m.symbol: m for m in found}
+
     async def write_mark(self, mark: MarkDoc, etag: str | None) -> str | None:
         return await self._write("marks", mark_to_document(mark), etag)
 

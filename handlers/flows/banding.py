@@ -171,16 +171,22 @@ async def list_leavers(
 async def latest_marks(
     deps: Deps, symbols: Iterable[str], max_age: float = 0.0
 ) -> dict[str, MarkDoc]:
-    """The stored mark of each symbol that has one (reads, concurrently; this process's
-    copy when at most ``max_age`` seconds old: ``MARK_CACHE_SECONDS``, an event's first
-    look only — its post-check reads the stored one).
+    """The stored mark of each symbol that has one (one read-many request for several;
+    this process's copy when at most ``max_age`` seconds old: ``MARK_CACHE_SECONDS``, an
+    event's first look only — its post-check reads the stored one).
 
     Raises:
         TransientStoreError, UnreadableDocument: the store failed.
     """
     wanted = sorted(set(symbols))
-    found = await asyncio.gather(*(read_mark(deps, s, max_age) for s in wanted))
-    return {s: m for s, m in zip(wanted, found, strict=True) if m is not None}
+    if len(wanted) == 1 or max_age > 0:
+        found = await asyncio.gather(*(read_mark(deps, s, max_age) for s in wanted))
+        return {s: m for s, m in zip(wanted, found, strict=True) if m is not None}
+    now = deps.clock()
+    marks = await deps.store.read_marks(wanted)  # one request for them all
+    for symbol in wanted:
+        deps.runtime.marks.put(symbol, marks.get(symbol), now)
+    return marks
 
 
 def at_latest_marks(ledger: Ledger, marks: Mapping[str, MarkDoc]) -> Ledger:

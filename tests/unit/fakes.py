@@ -178,6 +178,10 @@ class FakeStore:
         doc = self.marks.get(symbol)
         return None if doc is None else mapping.mark_from_document(_copy(doc))
 
+    async def read_marks(self, symbols: Sequence[str]) -> dict[str, MarkDoc]:
+        found = [await self.read_mark(s) for s in symbols]
+        return {m.symbol: m for m in found if m is not None}
+
     async def write_mark(self, mark: MarkDoc, etag: str | None) -> str | None:
         return self._put(self.marks, mark.symbol, mapping.mark_to_document(mark), etag)
 
