@@ -98,6 +98,13 @@ def format_decimal(value: Decimal) -> str:
     """
     if not value.is_finite():
         raise ValueError("NaN and Infinity cannot be written")
+    if value.as_tuple().exponent >= -WRITE_PLACES:  # type: ignore[operator]
+        # Nothing to round: 'f' without a precision writes the value exactly, whatever
+        # the context (the general path below, without its context).
+        if value.is_zero():
+            return "0"
+        text = format(value, "f")
+        return text.rstrip("0").rstrip(".") if "." in text else text
     with localcontext(MONEY) as ctx:
         ctx.prec = max(MONEY.prec, value.adjusted() + WRITE_PLACES + 2)
         rounded = value.quantize(_QUANTUM) if value.as_tuple().exponent < -WRITE_PLACES else value  # type: ignore[operator]

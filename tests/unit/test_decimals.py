@@ -160,3 +160,27 @@ def test_written_text_has_no_exponent(value: Decimal) -> None:
 def test_written_text_reads_back(value: Decimal) -> None:
     # at most 22 integer digits + 18 places: within the 40 significant digits read
     assert parse_decimal(format_decimal(value)) == value
+
+
+def _written_in_context(value: Decimal) -> str:
+    """format_decimal's general path, in MONEY with room for every digit: the reference
+    its fast path (values with at most 18 places) must equal."""
+    from decimal import localcontext
+
+    from handlers.core.decimals import MONEY, WRITE_PLACES
+
+    with localcontext(MONEY) as ctx:
+        ctx.prec = max(MONEY.prec, value.adjusted() + WRITE_PLACES + 2)
+        quantum = Decimal(1).scaleb(-WRITE_PLACES)
+        exponent = value.as_tuple().exponent
+        assert isinstance(exponent, int)
+        rounded = value.quantize(quantum) if exponent < -WRITE_PLACES else value
+        if rounded.is_zero():
+            return "0"
+        text = format(rounded, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+@given(st.decimals(allow_nan=False, allow_infinity=False, places=None))
+def test_the_fast_path_writes_what_the_general_one_does(value: Decimal) -> None:
+    assert format_decimal(value) == _written_in_context(value)
