@@ -202,11 +202,9 @@ class CosmosLedgerStore:
     async def _write_with(
         self, document: Mapping[str, Any], etag: str | None, record: Record
     ) -> str | None:
-        """The account write and the record's creation in one transactional batch of the
-        account's partition, the account first. Nothing relies on its atomicity (the
-        local stand-in does not roll back): a failure at the account is a conflict; one
-        at the record leaves at worst the account written without its record, which is
-        the outbox's crash point [1], and the host's retry finishes it.
+        """The account write, then the record's creation, in one transactional batch.
+        Nothing relies on its atomicity (the stand-in does not roll back): a failure at
+        the record leaves at worst the outbox's crash point [1], which a retry finishes.
 
         Raises:
             StaleAccountState: the account exists (create) or changed (replace).
@@ -322,8 +320,8 @@ class CosmosLedgerStore:
             )
             return [row async for row in pages]
 
-        rows = await translate(query, f"query holders of {partition}")
-        return [holder_from_document(r, symbol, shard) for r in rows]
+        found = await translate(query, f"query holders of {partition}")
+        return [holder_from_document(r, symbol, shard) for r in found]
 
     async def put_holder(
         self, entry: HolderEntry, replaces: HolderEntry | None, read: bool = True
@@ -370,7 +368,7 @@ class CosmosLedgerStore:
     async def delete_holder(self, entry: HolderEntry) -> bool:
         proxy = await self.container("marks")
         condition: dict[str, Any] = {}
-        if entry.etag is not None:
+        if entry.etag is not None:  # only while unchanged
             condition = {"etag": entry.etag, "match_condition": MatchConditions.IfNotModified}
         try:
             await translate(
