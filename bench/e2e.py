@@ -34,7 +34,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -52,6 +51,7 @@ from bench.harness import (
     FLOOR_BATCH,
     REPO,
     ServicePool,
+    machine,
     median,
     rounded,
 )
@@ -267,13 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             pool.close()
     document = {
-        "machine": {
-            "cores": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "loadavg_before": [round(x, 2) for x in load_before],
-            "loadavg_after": [round(x, 2) for x in os.getloadavg()],
-        },
+        "machine": machine(load_before),
         "params": {
             "messages": args.messages,
             "accounts": args.accounts,

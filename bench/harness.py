@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import platform
 import socket
 import statistics
 import time
@@ -34,6 +35,17 @@ ENQUEUE_CONCURRENCY = 16
 
 
 # --------------------------------------------------------------------------- figures
+
+
+def machine(load_before: Sequence[float]) -> dict[str, Any]:
+    """The report's ``machine``: cores, Python, platform, load average before and now."""
+    return {
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+    }
 
 
 def free_port() -> int:

@@ -39,7 +39,6 @@ import contextlib
 import json
 import logging
 import os
-import platform
 import re
 import shutil
 import sys
@@ -63,6 +62,7 @@ from bench.harness import (
     cleanup,
     cpu_delta,
     enqueue,
+    machine,
     median,
     node_cpu_seconds,
     parse_ts,
@@ -571,13 +571,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     summary = summarize(results)
     document = {
-        "machine": {
-            "cores": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "loadavg_before": [round(x, 2) for x in load_before],
-            "loadavg_after": [round(x, 2) for x in os.getloadavg()],
-        },
+        "machine": machine(load_before),
         "params": {
             "holders": args.holders,
             "devhosts": args.devhosts,

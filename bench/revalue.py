@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import os
 import statistics
 import sys
 import time
@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from bench.harness import machine
 from handlers.adapters.mapping import account_from_document, account_to_document
 from handlers.core.bands import band_box
 from handlers.core.revalue import revalue_at
@@ -104,12 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accounts", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args(argv)
+    load_before = os.getloadavg()
     deps, docs = documents(args.accounts)
     whole = stages(deps)["whole"]
     timed(whole, docs, 0)  # warm: imports, caches
     runs = [timed(whole, docs, run) for run in range(1, args.runs + 1)]
     report = {
-        "machine": {"python": platform.python_version(), "loadavg": _load()},
+        "machine": machine(load_before),
         "accounts": args.accounts,
         "us_per_account": round(statistics.median(runs), 1),
         "runs_us": [round(r, 1) for r in runs],
@@ -118,14 +120,6 @@ def main(argv: list[str] | None = None) -> int:
     json.dump(report, sys.stdout, indent=2)
     print()
     return 0
-
-
-def _load() -> list[float]:
-    try:
-        with open("/proc/loadavg", encoding="ascii") as f:
-            return [float(x) for x in f.read().split()[:3]]
-    except OSError:
-        return []
 
 
 if __name__ == "__main__":

@@ -70,15 +70,10 @@ def banded(deps: Deps, before: AccountDoc, after: AccountDoc) -> AccountDoc:
     ):
         return replace(after, bands=stored, bands_version=before.bands_version)
     bands = band_box(ledger, catalog, ratio, deps.settings.risk_band_width) if open_symbols else {}
-    split = [
-        s
-        for s in open_symbols
-        if len({p.effective_mark for p in ledger.positions if p.is_open and p.symbol == s}) > 1
-    ]
-    if split and not box_holds(ledger, catalog, ratio, bands):
-        for symbol in split:  # legs at different marks (no mark yet) and nothing verified
-            bands[symbol] = EVERY_MARK_LEAVES
-    for symbol in open_symbols:  # valued at a fill price: its first mark re-values it
+    # Valued at a fill price: its first mark re-values it. (This also covers the one case
+    # without a sound band, legs at different marks: a mark moves every leg of a symbol,
+    # so only legs no mark has reached can differ.)
+    for symbol in open_symbols:
         if any(p.is_open and p.symbol == symbol and p.mark_price is None for p in ledger.positions):
             bands[symbol] = EVERY_MARK_LEAVES
     return replace(after, bands=bands, bands_version=after.version)
@@ -119,10 +114,9 @@ async def write_index(
     if before is not None and after.bands_version == before.bands_version:
         return {}
     store = deps.store
-    prior = before or after
 
     async def put(entry: HolderEntry) -> tuple[str, MarkDoc | None]:
-        replaces = _previous(deps, prior, entry.symbol) if before is not None else None
+        replaces = _previous(deps, before, entry.symbol) if before is not None else None
         if replaces is not None and replaces.entry_id == entry.entry_id:
             replaces = None
         return entry.symbol, await store.put_holder(entry, replaces, read)

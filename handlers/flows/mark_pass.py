@@ -22,6 +22,7 @@ from typing import Any
 from handlers.core.contracts import Alert
 from handlers.core.decode import BodyError, JsonNumber
 from handlers.core.documents import HolderEntry, MarkPass, PassMark
+from handlers.flows.banding import latest_marks
 from handlers.flows.deadletters import BodyRef
 from handlers.flows.delivery import Delivery, Identity
 from handlers.flows.deps import Deps, Outcome
@@ -228,7 +229,7 @@ async def _post_checks(deps: Deps, checks: Sequence[tuple[Revalued, Visit]]) -> 
     unread = sorted(
         {s for result, _ in checks for s, mark in result.indexed.items() if mark is None}
     )
-    read = dict(zip(unread, [await read_mark(deps, s) for s in unread], strict=True))
+    read = await latest_marks(deps, unread) if unread else {}
     sent: list[Alert] = []
     for result, visit in checks:
         assert result.written is not None

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from handlers.core.alerts import fill_alerts, risk_alerts
 from handlers.core.contracts import Alert, Fill, Transfer, validate_inbound
 from handlers.core.decimals import format_decimal
-from handlers.core.documents import AccountDoc, Entry, EventRecord, MarkDoc, PassMark, Record
+from handlers.core.documents import AccountDoc, Entry, EventRecord, MarkDoc, Record
 from handlers.core.state import Ledger, Rejected, apply_fill, apply_transfer
 from handlers.core.validation import check_fill
 from handlers.core.valuation import Valuation, settle_risk_states, value
@@ -29,7 +29,6 @@ from handlers.flows.banding import (
     banded,
     held_symbols,
     latest_marks,
-    outside_band,
     write_index,
 )
 from handlers.flows.conflicts import until_written
@@ -44,7 +43,7 @@ from handlers.flows.delivery import (
 )
 from handlers.flows.deps import Deps, Outcome
 from handlers.flows.rejections import reject, rejection_record
-from handlers.flows.revaluation import Visit, revalue
+from handlers.flows.revaluation import Visit, post_check
 
 __all__ = ["apply_event", "complete_duplicate", "handle_trade"]
 
@@ -294,22 +293,12 @@ async def _catch_up(
     event_id: str,
     delivery: Delivery,
 ) -> None:
-    """The post-check of an event's index write: ``indexed`` holds each symbol's stored
-    mark as read right after its new entry was written. A mark stored meanwhile may have
-    queried the index before the entry (and seen the older band, or none); when it lies
-    outside the new band, re-value the account at it now. A mark stored later finds the
-    new entry. The catch-up's entry belongs to the event (``source``), so the event's
-    retry completes it."""
+    """The post-check of an event's index write (:func:`post_check`): ``indexed`` holds
+    each symbol's stored mark as read right after its new entry was written; one outside
+    the new band is applied now. The catch-up's entry belongs to the event (``source``),
+    so the event's retry completes it."""
     body = BodyRef(delivery.digest, raw_text(delivery.raw), delivery.queue)
-    for symbol, mark in sorted(indexed.items()):
-        if mark is None or not outside_band(account.bands, symbol, mark.price):
-            continue
-        used = [p.mark_time for p in account.ledger.positions if p.symbol == symbol and p.is_open]
-        if used and all(t is not None and t >= mark.timestamp for t in used):
-            continue
-        applied = PassMark(symbol, mark.price, mark.timestamp, mark.mark_id)
-        key = f"mark:{mark.mark_id}:{event_id}"
-        await revalue(deps, account.account_id, Visit((applied,), key, event_id, delivery, body))
+    await post_check(deps, account, indexed, Visit((), event_id, event_id, delivery, body))
 
 
 async def _catch_up_again(
