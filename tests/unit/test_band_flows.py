@@ -150,8 +150,8 @@ def test_a_mark_that_changes_nothing_writes_no_account(
 def test_a_hedge_pair_opened_before_any_mark_gets_a_band_every_mark_leaves_unless_one_holds(
     store: FakeStore, sink: FakeSink, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Its legs carry different fill prices as marks. A box that verifies over both is
-    kept (its legs are bounded apart); when none does, every mark leaves the band it gets,
+    """Its legs carry different fill prices as marks. No mark has reached the symbol, so
+    every mark leaves the band it gets — even when nothing verifies a box (patched here) —
     and the first mark moves both legs."""
     deps = make_deps(store, sink, clock, RISK_BAND_WIDTH=WIDTH)
     trade(deps, event("transfer_deposit_usdt", amount="100000"))
