@@ -1,4 +1,11 @@
-"""The account document: the stored ledger, every derived figure, ids and entries."""
+"""The account document: the stored ledger, every derived figure, ids and entries.
+
+:func:`account_from_document` and :func:`account_to_document` take the fast codec
+(:mod:`handlers.adapters.mapping.fast_account`); the reference mapping it must match,
+byte for byte, stays here (:func:`reference_account_from_document`,
+:func:`reference_account_to_document`): it reads every document the fast reader leaves
+to it and says why one is unreadable.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
+from handlers.adapters.mapping.fast_account import read_account, write_account
 from handlers.adapters.mapping.records import entry_to_document, read_entries
 from handlers.adapters.mapping.values import (
     dec,
@@ -22,7 +30,13 @@ from handlers.core.documents import ACCOUNT_ID, AccountDoc
 from handlers.core.state import Ledger, Position, Wallet
 from handlers.core.valuation import Valuation
 
-__all__ = ["ACCOUNT_SCHEMA_VERSION", "account_from_document", "account_to_document"]
+__all__ = [
+    "ACCOUNT_SCHEMA_VERSION",
+    "account_from_document",
+    "account_to_document",
+    "reference_account_from_document",
+    "reference_account_to_document",
+]
 
 #: Account documents are written as version 2 (``valuedAt``, ``riskBands``); version 1
 #: documents are read (without bands: the next write sets them) and upgraded on write.
@@ -30,8 +44,28 @@ ACCOUNT_SCHEMA_VERSION = 2
 
 
 def account_from_document(doc: Mapping[str, Any]) -> AccountDoc:
-    """Read a stored account document (raises UnreadableDocument: unknown
-    ``schemaVersion`` or a wrong shape).
+    """Read a stored account document: the fast reader for the usual shape, else the
+    reference (:func:`reference_account_from_document`), with the same result.
+
+    Raises:
+        UnreadableDocument: unknown ``schemaVersion`` or a wrong shape.
+    """
+    account = read_account(doc)
+    return account if account is not None else reference_account_from_document(doc)
+
+
+def account_to_document(account: AccountDoc, valuation: Valuation) -> dict[str, Any]:
+    """The account document to write (the same as
+    :func:`reference_account_to_document`), as of ``account.updated_at``, which must be
+    set."""
+    return write_account(account, valuation, ACCOUNT_SCHEMA_VERSION)
+
+
+def reference_account_from_document(doc: Mapping[str, Any]) -> AccountDoc:
+    """Read a stored account document, field by field (the reference reading).
+
+    Raises:
+        UnreadableDocument: unknown ``schemaVersion`` or a wrong shape.
     """
     with reading("account document has a wrong shape", doc, "account", (1, 2)):
         wallets = {
@@ -84,9 +118,9 @@ def account_from_document(doc: Mapping[str, Any]) -> AccountDoc:
     )
 
 
-def account_to_document(account: AccountDoc, valuation: Valuation) -> dict[str, Any]:
+def reference_account_to_document(account: AccountDoc, valuation: Valuation) -> dict[str, Any]:
     """The account document to write: the stored ledger plus every derived number (as of
-    ``account.updated_at``, which must be set)."""
+    ``account.updated_at``, which must be set); the reference writing."""
     assert account.updated_at is not None
     wallets: dict[str, Any] = {}
     for asset, wallet in sorted(account.ledger.wallets.items()):
