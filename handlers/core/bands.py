@@ -347,7 +347,8 @@ def _spread(
         for key, _ in rates:
             widths[key] = 0.0
         return
-    ranked = sorted(((rate * caps.get(key, width), key, rate) for key, rate in rates))
+    get = caps.get
+    ranked = sorted([(rate * get(key, width), key, rate) for key, rate in rates])
     left = budget
     count = len(ranked)
     for i, (full, key, rate) in enumerate(ranked):
@@ -363,10 +364,11 @@ def _spread(
 
 
 def _search(
-    units: list[_Unit], call: float, width: float
+    units: list[_Unit], call: float, width: float, *, settle: bool = True
 ) -> tuple[dict[tuple[str, int], float], list[list[str]]]:
     """Float estimate of each side's relative width (side 0: down, 1: up) and the symbols
-    of each unit.
+    of each unit. With ``settle``, the rounds stop at a fixed point (the same result as
+    running them all, which ``settle=False`` does, for the tests).
 
     Each state's conditions are margins G > 0 (or ≥ 0) at the current marks; widening a
     side by t costs at most rate·t of each, from the first-order change of uPnL and
@@ -444,10 +446,12 @@ def _search(
     # Each condition shares its budget between its sides; in later rounds a side that
     # other conditions keep narrower is capped there, leaving its share to the others.
     # Each condition's last allocation keeps within its budget, so does their minimum.
+    # A round that changes no allocation is a fixed point: the next would repeat it.
     allocs: list[dict[tuple[str, int], float]] = [{} for _ in constraints]
     for round_ in range(3 if len(constraints) > 1 else 1):
         if round_ and not any(allocs):  # every side at full width: nothing to share
             break
+        changed = False
         for j, (budget, sides) in enumerate(constraints):
             caps: dict[tuple[str, int], float] = {}
             if round_:
@@ -459,7 +463,11 @@ def _search(
                     caps[key] = cap
             alloc: dict[tuple[str, int], float] = {}
             _spread(budget, sides, caps, width, alloc)
+            if alloc != allocs[j]:
+                changed = True
             allocs[j] = alloc
+        if settle and not changed:
+            break
     widths: dict[tuple[str, int], float] = {}
     for alloc in allocs:
         for key, t in alloc.items():

@@ -5,7 +5,8 @@ isolated and hedge positions, marks that raise alerts and leave pending entries)
 written and as version 1; each is read both ways (the same typed values, compared by
 ``repr`` so that a Decimal's exponent counts), re-valued, banded and written both ways
 (the same JSON text). Broken copies of them are refused with the same error, or read the
-same. The remembered conversions are held to the functions they stand for.
+same. The remembered conversions are held to the functions they stand for, and the band
+search that stops at a fixed point to the one that runs every round.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
-from functools import cache
+from functools import cache, partial
 from typing import Any
 
 import pytest
@@ -40,6 +41,7 @@ from handlers.adapters.mapping.values import (
     stored_time,
     ts,
 )
+from handlers.core import bands as bands_module
 from handlers.core.bands import band_box
 from handlers.core.contracts import format_timestamp
 from handlers.core.decimals import format_decimal, m_div, m_mul
@@ -49,6 +51,7 @@ from handlers.errors import UnreadableDocument
 from handlers.flows import Deps
 from tests.unit.fakes import FakeClock, FakeSink, FakeStore
 from tests.unit.flowkit import event, make_deps, marks, trade
+from tests.unit.test_bands_soundness import CATALOG, PRICES, SYMBOLS, _grid, _inst, accounts
 
 WHEN = datetime(2024, 10, 1, 13, tzinfo=UTC)
 _SYMBOLS = {"BTCUSDT": "60000", "ETHUSDT": "2500", "BTCUSD_PERP": "50000"}
@@ -300,3 +303,33 @@ def test_stored_time_and_stamp_text_are_ts_and_format(moment: datetime, zone: st
     other = moment.replace(tzinfo=None).replace(tzinfo=timezone(timedelta(hours=3)))
     assert stamp_text(other) == format_timestamp(other)
     assert stored_time(1) is None and stored_time(None) is None
+
+
+# --- the band search's fixed point -------------------------------------------------------
+
+
+@st.composite
+def _banded(draw: st.DrawFn) -> tuple[Any, dict[str, Decimal], Decimal, Decimal]:
+    prices = {s: _grid(Decimal(draw(st.integers(*PRICES[s]))), _inst(s).tick_size) for s in SYMBOLS}
+    ledger = draw(accounts(prices))
+    width = draw(st.sampled_from([Decimal("0.01"), Decimal("0.05"), Decimal("0.10")]))
+    ratio = draw(st.sampled_from([Decimal("0.5"), Decimal("0.8"), Decimal("1")]))
+    return ledger, prices, width, ratio
+
+
+@settings(max_examples=300, deadline=None)
+@given(_banded())
+def test_the_search_stopping_at_a_fixed_point_finds_the_same_box(
+    case: tuple[Any, dict[str, Decimal], Decimal, Decimal],
+) -> None:
+    ledger, prices, width, ratio = case
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(bands_module, "_search", partial(bands_module._search, settle=False))
+        every_round = band_box(ledger, CATALOG, ratio, width)
+    assert repr(band_box(ledger, CATALOG, ratio, width)) == repr(every_round)
+    for symbol, price in prices.items():  # and at marks away from the entries
+        moved = revalue_at(ledger, [(symbol, price * Decimal("1.03"), WHEN)], CATALOG, ratio)[0]
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(bands_module, "_search", partial(bands_module._search, settle=False))
+            every_round = band_box(moved, CATALOG, ratio, width)
+        assert repr(band_box(moved, CATALOG, ratio, width)) == repr(every_round)
