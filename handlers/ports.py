@@ -58,9 +58,13 @@ class LedgerStore(Protocol):
         """Which of ``record_ids`` exist in the partition (one query)."""
         ...
 
-    async def create_record(self, record: doc.Record | doc.SentMarker) -> bool:
-        """Create an immutable record (or a claim's sent marker); False when one with that
-        id already exists."""
+    async def create_record(self, record: doc.Record | doc.SentMarker | doc.PassSent) -> bool:
+        """Create an immutable record (or a sent marker: a claim's, a pass's); False when
+        one with that id already exists."""
+        ...
+
+    async def read_pass_sent(self, partition: str, marker_id: str) -> doc.PassSent | None:
+        """A pass's sent marker by id in its partition, or None."""
         ...
 
     async def read_mark(self, symbol: str) -> doc.MarkDoc | None:
@@ -86,13 +90,19 @@ class LedgerStore(Protocol):
         """
         ...
 
-    async def put_holder(
-        self, entry: doc.HolderEntry, replaces: doc.HolderEntry | None, read: bool = True
+    async def index_holders(
+        self,
+        symbol: str,
+        shard: int,
+        puts: Sequence[doc.HolderEntry],
+        drops: Sequence[doc.HolderEntry],
+        read: bool,
     ) -> doc.MarkDoc | None:
-        """Write an index entry (upsert) and delete the one it ``replaces`` (gone is
-        fine), then read the symbol's stored mark, in that order: the mark as stored once
-        the entry was written, or None (also when ``read`` is False: the caller reads the
-        mark itself after many entries; a store may still return one it read for free).
+        """In one shard's partition of ``symbol``: upsert ``puts``, then delete ``drops``
+        (each only while unchanged since its ETag, when it has one; gone is fine), then
+        (``read``, shard 0) read the symbol's stored mark — in that order, in as few
+        requests as the store allows (transactional batches, which need not be atomic).
+        Returns the mark read, or None.
         """
         ...
 

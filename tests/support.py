@@ -31,6 +31,20 @@ REPO = Path(__file__).resolve().parent.parent
 SLOW_COSMOS_LATENCY_MS = "5-10"
 
 
+def entry_done(
+    account_id: str, entry: Mapping[str, Any], records: Mapping[tuple[str, str], Mapping[str, Any]]
+) -> bool:
+    """Whether a stored outbox entry of an account is done: its record exists (``records``:
+    (partition, id) → document); for a mark pass's entry, its invocation's pass-sent
+    marker lists the account, or a sent marker of that id is in the account's partition."""
+    if "doneIn" in entry:
+        marker = records.get((entry["doneIn"], entry["doneId"]))
+        if marker is not None and account_id in marker.get("accounts", ()):
+            return True
+        return (account_id, entry["doneId"]) in records
+    return (account_id, entry.get("recordId") or entry["record"]["id"]) in records
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free right now."""
     with socket.socket() as s:

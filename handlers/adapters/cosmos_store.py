@@ -8,7 +8,7 @@ created when missing: ``ledger`` (/accountId), ``marks`` (/symbol), ``deadletter
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any
@@ -44,6 +44,7 @@ from handlers.adapters.mapping import (
     mark_from_document,
     mark_to_document,
     pass_from_document,
+    pass_sent_from_document,
     pass_to_document,
     record_from_document,
     record_to_document,
@@ -58,12 +59,16 @@ from handlers.core.documents import (
     HolderEntry,
     MarkDoc,
     MarkPass,
+    PassSent,
     Record,
     SentMarker,
     StaleWatch,
 )
 from handlers.core.valuation import Valuation
 from handlers.errors import StaleAccountState, TransientStoreError, UnreadableDocument
+
+#: Operations in one transactional batch (Cosmos allows 100).
+BATCH_OPS = 100
 
 __all__ = ["ACCOUNT_CACHE_SIZE", "CONTAINERS", "AccountCache", "CosmosLedgerStore", "connect"]
 
@@ -255,7 +260,11 @@ class CosmosLedgerStore:
         rows = await translate(query, f"find records of {partition}")
         return {str(r) for r in rows}
 
-    async def create_record(self, record: Record | SentMarker) -> bool:
+    async def read_pass_sent(self, partition: str, marker_id: str) -> PassSent | None:
+        doc = await self._read("ledger", marker_id, partition)
+        return None if doc is None else pass_sent_from_document(doc)
+
+    async def create_record(self, record: Record | SentMarker | PassSent) -> bool:
         proxy = await self.container("ledger")
         body = record_to_document(record)
         try:
@@ -323,65 +332,101 @@ class CosmosLedgerStore:
         found = await translate(query, f"query holders of {partition}")
         return [holder_from_document(r, symbol, shard) for r in found]
 
-    async def put_holder(
-        self, entry: HolderEntry, replaces: HolderEntry | None, read: bool = True
+    async def index_holders(
+        self,
+        symbol: str,
+        shard: int,
+        puts: Sequence[HolderEntry],
+        drops: Sequence[HolderEntry],
+        read: bool,
     ) -> MarkDoc | None:
-        """Upsert the entry, delete the one it replaces, then read ``@mark``: one
-        transactional batch when all three are in the symbol's own partition (shard 0),
-        else the batch of what shares the entry's partition and a read after it (none
-        when ``read`` is False and the read is not free: the caller reads once for many
-        entries). When
-        the batch fails (no mark stored yet, the replaced entry already gone), the same
-        operations run one by one, in the same order."""
+        """Upserts, then deletes, then (shard 0) the ``@mark`` read, in transactional
+        batches of at most :data:`BATCH_OPS` operations. A batch that fails at a delete
+        (gone, or changed: 404 / 412) or at the read (no mark yet: 404) runs again one
+        operation at a time, in the same order (the stand-in does not roll a batch back;
+        every operation here is safe to repeat)."""
         proxy = await self.container("marks")
-        partition = holder_partition(entry.symbol, entry.shard)
-        body = holder_to_document(entry)
-        what = f"index holder {partition}/{entry.account_id}"
-        ops: list[tuple[str, tuple[Any, ...]]] = [("upsert", (body,))]
-        alone = replaces
-        if replaces is not None and replaces.shard == entry.shard:
-            ops.append(("delete", (replaces.entry_id,)))
-            alone = None
-        reads = entry.shard == 0
+        partition = holder_partition(symbol, shard)
+        what = f"index holders of {partition}"
+        ops: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [
+            ("upsert", (holder_to_document(e),), {}) for e in puts
+        ]
+        ops += [
+            ("delete", (e.entry_id,), {"if_match_etag": e.etag} if e.etag else {}) for e in drops
+        ]
+        reads = read and shard == 0
         if reads:
-            ops.append(("read", ("@mark",)))
-        try:
-            results = await translate(
-                lambda: proxy.execute_item_batch(ops, partition_key=partition), what
-            )
-        except CosmosBatchOperationError as exc:
-            if ops[exc.error_index][0] == "upsert" or batch_status(exc, exc.error_index) != 404:
-                raise TransientStoreError(
-                    f"{what}: the batch failed at operation {exc.error_index}: {exc.message}"
-                ) from exc
-            await translate(lambda: proxy.upsert_item(body=body), what)
-            if replaces is not None:
-                await self.delete_holder(replaces)
-            return await self.read_mark(entry.symbol) if read else None
-        if alone is not None:
-            await self.delete_holder(alone)
-        if not reads:
-            return await self.read_mark(entry.symbol) if read else None
-        mark = results[-1].get("resourceBody")
+            ops.append(("read", ("@mark",), {}))
+        mark: Any = None
+        for start in range(0, len(ops), BATCH_OPS):
+            batch = ops[start : start + BATCH_OPS]
+            try:
+                results = await translate(self._batch_call(proxy, partition, batch), what)
+            except CosmosBatchOperationError as exc:
+                status = batch_status(exc, exc.error_index)
+                if batch[exc.error_index][0] == "upsert" or status not in (404, 412):
+                    raise TransientStoreError(
+                        f"{what}: the batch failed at operation {exc.error_index}: {exc.message}"
+                    ) from exc
+                mark = await self._one_by_one(proxy, partition, batch, symbol, what)
+                continue
+            if batch[-1][0] == "read":
+                mark = results[-1].get("resourceBody")
+        if isinstance(mark, MarkDoc):
+            return mark
         return mark_from_document(mark) if isinstance(mark, dict) else None
 
-    async def delete_holder(self, entry: HolderEntry) -> bool:
-        proxy = await self.container("marks")
+    @staticmethod
+    def _batch_call(
+        proxy: ContainerProxy, partition: str, batch: Sequence[Any]
+    ) -> Callable[[], Awaitable[list[dict[str, Any]]]]:
+        return lambda: proxy.execute_item_batch(batch, partition_key=partition)
+
+    @staticmethod
+    def _upsert_call(
+        proxy: ContainerProxy, body: dict[str, Any]
+    ) -> Callable[[], Awaitable[dict[str, Any]]]:
+        return lambda: proxy.upsert_item(body=body)
+
+    async def _one_by_one(
+        self,
+        proxy: ContainerProxy,
+        partition: str,
+        batch: Sequence[tuple[str, tuple[Any, ...], dict[str, Any]]],
+        symbol: str,
+        what: str,
+    ) -> MarkDoc | None:
+        """The operations of a failed batch, one request each (see :meth:`index_holders`)."""
+        mark = None
+        for kind, args, options in batch:
+            if kind == "upsert":
+                body = args[0]
+                await translate(self._upsert_call(proxy, body), what)
+            elif kind == "delete":
+                await self._delete_id(proxy, partition, args[0], options.get("if_match_etag"))
+            else:
+                mark = await self.read_mark(symbol)
+        return mark
+
+    async def _delete_id(
+        self, proxy: ContainerProxy, partition: str, entry_id: str, etag: str | None
+    ) -> bool:
         condition: dict[str, Any] = {}
-        if entry.etag is not None:  # only while unchanged
-            condition = {"etag": entry.etag, "match_condition": MatchConditions.IfNotModified}
+        if etag is not None:  # only while unchanged
+            condition = {"etag": etag, "match_condition": MatchConditions.IfNotModified}
         try:
             await translate(
-                lambda: proxy.delete_item(
-                    item=entry.entry_id,
-                    partition_key=holder_partition(entry.symbol, entry.shard),
-                    **condition,
-                ),
-                f"delete holder {entry.symbol}/{entry.account_id}",
+                lambda: proxy.delete_item(item=entry_id, partition_key=partition, **condition),
+                f"delete holder {partition}/{entry_id}",
             )
         except (CosmosAccessConditionFailedError, CosmosResourceNotFoundError):
             return False
         return True
+
+    async def delete_holder(self, entry: HolderEntry) -> bool:
+        proxy = await self.container("marks")
+        partition = holder_partition(entry.symbol, entry.shard)
+        return await self._delete_id(proxy, partition, entry.entry_id, entry.etag)
 
     # -- deadletters -------------------------------------------------------------------
 

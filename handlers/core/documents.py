@@ -37,6 +37,7 @@ __all__ = [
     "MarkDoc",
     "MarkPass",
     "PassMark",
+    "PassSent",
     "Record",
     "RejectionRecord",
     "RevaluationRecord",
@@ -123,6 +124,27 @@ class SentMarker:
         return sent_marker_id(self.record_id)
 
 
+@dataclass(frozen=True)
+class PassSent:
+    """The "done" of a mark pass's invocation (id ``@sent:<key>:<chunk>``, partition
+    ``@<key>`` of ``ledger``, where ``key`` is the pass key ``marks:<digest>``): the alerts
+    of the entries it committed on ``accounts`` under ``chunk`` were all sent. One per
+    invocation instead of one record per account; immutable, like a record."""
+
+    key: str
+    chunk: str
+    accounts: tuple[str, ...]
+    at: datetime
+
+    @property
+    def id(self) -> str:
+        return sent_marker_id(f"{self.key}:{self.chunk}")
+
+    @property
+    def partition(self) -> str:
+        return f"@{self.key}"
+
+
 def sent_marker_id(record_id: str) -> str:
     """The id of the marker that says a claimed record's alerts were sent."""
     return f"@sent:{record_id}"
@@ -151,8 +173,12 @@ class Entry:
     record: Record | None = None
     holders: tuple[str, ...] = ()
     #: The id of the record that finishes it when the entry does not carry the record
-    #: (an event that raised no alert: its own message rebuilds the record).
+    #: (an event that raised no alert: its own message rebuilds the record; a mark pass's
+    #: entry: its invocation's :class:`PassSent`, or a sent marker of the same id in the
+    #: account's partition when someone else finished it).
     record_id: str | None = None
+    #: Where the invocation's :class:`PassSent` lives (a mark pass's entry), else None.
+    done_in: str | None = None
 
     @property
     def done_id(self) -> str | None:

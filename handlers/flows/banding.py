@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from handlers.core.bands import Band, band_box, box_holds
@@ -30,6 +30,8 @@ from handlers.flows.deps import Deps
 from handlers.flows.stored_marks import read_mark
 
 __all__ = [
+    "IndexWrites",
+    "apply_index",
     "at_latest_marks",
     "banded",
     "entries_of",
@@ -99,6 +101,67 @@ def _previous(deps: Deps, before: AccountDoc, symbol: str) -> HolderEntry | None
     return None
 
 
+@dataclass
+class IndexWrites:
+    """Index writes gathered from one or many account writes, by partition (symbol,
+    shard): the entries to upsert, then those to delete."""
+
+    puts: dict[tuple[str, int], list[HolderEntry]] = field(default_factory=dict)
+    drops: dict[tuple[str, int], list[HolderEntry]] = field(default_factory=dict)
+
+    def put(self, entry: HolderEntry) -> None:
+        self.puts.setdefault((entry.symbol, entry.shard), []).append(entry)
+
+    def drop(self, entry: HolderEntry) -> None:
+        self.drops.setdefault((entry.symbol, entry.shard), []).append(entry)
+
+    def add(self, deps: Deps, before: AccountDoc | None, after: AccountDoc) -> list[str]:
+        """What writing ``after`` (over ``before``; None re-asserts every entry, for a
+        retry) asks of the index: its entries when its bands are new, replacing
+        ``before``'s, and the removal of the entries of symbols it no longer holds.
+        Returns the symbols whose entries it writes.
+        """
+        if before is not None and after.bands_version == before.bands_version:
+            return []
+        written = []
+        for entry in entries_of(deps, after):
+            self.put(entry)
+            written.append(entry.symbol)
+            replaces = _previous(deps, before, entry.symbol) if before is not None else None
+            if replaces is not None and replaces.entry_id != entry.entry_id:
+                self.drop(replaces)
+        if before is not None:
+            for symbol in held_symbols(before.ledger):
+                if symbol not in after.bands and (old := _previous(deps, before, symbol)):
+                    self.drop(old)
+        return written
+
+
+async def apply_index(deps: Deps, writes: IndexWrites, read: bool) -> dict[str, MarkDoc | None]:
+    """Run the gathered writes: per partition, its upserts then its deletes (then, on
+    shard 0, the mark's read: free there), partitions concurrently. Returns each symbol
+    with an entry written and its mark as read after it (None: not read — ``read`` False,
+    or another shard: the caller reads after all of them).
+
+    Raises:
+        TransientStoreError: the store failed.
+    """
+    parts = sorted(set(writes.puts) | set(writes.drops))
+
+    async def one(part: tuple[str, int]) -> MarkDoc | None:
+        symbol, shard = part
+        puts, drops = writes.puts.get(part, []), writes.drops.get(part, [])
+        return await deps.store.index_holders(symbol, shard, puts, drops, read and bool(puts))
+
+    found = await asyncio.gather(*(one(p) for p in parts))
+    marks: dict[str, MarkDoc | None] = {s: None for s, _ in writes.puts}
+    for (symbol, _), mark in zip(parts, found, strict=True):
+        if mark is not None:
+            marks[symbol] = mark
+            deps.runtime.marks.put(symbol, mark, deps.clock())
+    return marks
+
+
 async def write_index(
     deps: Deps, before: AccountDoc | None, after: AccountDoc, read: bool = True
 ) -> dict[str, MarkDoc | None]:
@@ -111,28 +174,15 @@ async def write_index(
         TransientStoreError: the store failed (the caller's message is retried, and the
             retry re-asserts the entries).
     """
-    if before is not None and after.bands_version == before.bands_version:
+    writes = IndexWrites()
+    if not writes.add(deps, before, after) and not writes.drops:
         return {}
-    store = deps.store
-
-    async def put(entry: HolderEntry) -> tuple[str, MarkDoc | None]:
-        replaces = _previous(deps, before, entry.symbol) if before is not None else None
-        if replaces is not None and replaces.entry_id == entry.entry_id:
-            replaces = None
-        return entry.symbol, await store.put_holder(entry, replaces, read)
-
-    found = await asyncio.gather(*(put(e) for e in entries_of(deps, after)))
-    if before is not None:
-        gone = [
-            old
-            for s in held_symbols(before.ledger)
-            if s not in after.bands and (old := _previous(deps, before, s)) is not None
-        ]
-        await asyncio.gather(*(store.delete_holder(old) for old in gone))
-    for symbol, mark in found:
-        if mark is not None:
-            deps.runtime.marks.put(symbol, mark, deps.clock())
-    return dict(found)
+    marks = await apply_index(deps, writes, read=True)
+    if read:
+        unread = [s for s, m in marks.items() if m is None]
+        for symbol in unread:
+            marks[symbol] = await read_mark(deps, symbol)
+    return marks
 
 
 async def list_leavers(

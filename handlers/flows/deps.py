@@ -90,6 +90,9 @@ class Runtime:
 
     account_locks: AccountLocks = field(default_factory=AccountLocks)
     marks: MarkCopies = field(default_factory=MarkCopies)
+    #: Pass sent markers found (immutable once created: safe to keep), by id → the
+    #: accounts they cover; bounded (:data:`handlers.flows.outbox.PASS_SENT_KEPT`).
+    pass_sent: dict[str, frozenset[str]] = field(default_factory=dict)
 
 
 class _NoFanout:

@@ -22,12 +22,11 @@ from typing import Any
 from handlers.core.contracts import Alert
 from handlers.core.decode import BodyError, JsonNumber
 from handlers.core.documents import HolderEntry, MarkPass, PassMark
-from handlers.flows.banding import latest_marks
 from handlers.flows.deadletters import BodyRef
 from handlers.flows.delivery import Delivery, Identity
 from handlers.flows.deps import Deps, Outcome
 from handlers.flows.rejections import reject
-from handlers.flows.revaluation import Board, Revalued, Visit, post_check, revalue
+from handlers.flows.revaluation import Board, Deferred, Visit, finish_pass, revalue
 from handlers.flows.stored_marks import read_mark
 
 __all__ = [
@@ -187,55 +186,31 @@ async def visit_accounts(
     body = BodyRef(mark_pass.body_digest, mark_pass.raw_body, queue)
     board = Board(deps, {m.symbol: m for m in mark_pass.prior} | _unknown(mark_pass))
     gate = asyncio.Semaphore(MARK_CONCURRENCY)
+    deferred = Deferred(key)
     sent: dict[str, list[Alert]] = {}
     written = 0
 
-    checks: list[tuple[Revalued, Visit]] = []
-
     async def one(holding: Holding) -> None:
         nonlocal written
-        visit = Visit(
-            mark_pass.marks, key, key, delivery, body, board, holding.entries, post_check=False
-        )
+        visit = Visit(mark_pass.marks, key, key, delivery, body, board, holding.entries, deferred)
         async with gate:
             result = await revalue(deps, holding.account_id, visit)
         if result is None:
             return
         written += result.wrote
-        if result.written is not None:
-            checks.append((result, visit))
         for alert in result.alerts:
             sent.setdefault(alert.sourceId, []).append(alert)
 
     # Accounts are independent (one conditional write each): visit them concurrently,
-    # wait for all, then fail with the first error (the host retries the whole message).
+    # wait for all, finish what was written (index, alerts, one sent marker), then fail
+    # with the first error (the host retries the whole message).
     results = await asyncio.gather(*(one(h) for h in holdings), return_exceptions=True)
+    for alert in await finish_pass(deps, deferred):
+        sent.setdefault(alert.sourceId, []).append(alert)
     for result in results:
         if isinstance(result, BaseException):
             raise result
-    for alert in await _post_checks(deps, checks):
-        sent.setdefault(alert.sourceId, []).append(alert)
     return written, sent
-
-
-async def _post_checks(deps: Deps, checks: Sequence[tuple[Revalued, Visit]]) -> list[Alert]:
-    """The post-check of every entry the pass wrote, with ONE read per symbol after all of
-    them (an entry on shard 0 came with its read): a mark stored meanwhile that lies
-    outside a new band re-values that account now.
-
-    Raises:
-        as :func:`handlers.flows.revaluation.revalue`.
-    """
-    unread = sorted(
-        {s for result, _ in checks for s, mark in result.indexed.items() if mark is None}
-    )
-    read = await latest_marks(deps, unread) if unread else {}
-    sent: list[Alert] = []
-    for result, visit in checks:
-        assert result.written is not None
-        marks = {s: mark or read.get(s) for s, mark in result.indexed.items()}
-        sent += await post_check(deps, result.written, marks, visit)
-    return sent
 
 
 async def handle_unit(deps: Deps, delivery: Delivery, unit: Unit) -> Outcome:

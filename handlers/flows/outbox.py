@@ -7,7 +7,10 @@ in the SAME conditional write as the change, then finishes the entry::
     commit (state + entry, one conditional write) ─[1]─▶ (index its bands) ─[2]─▶ send
     alerts ─[3]─▶ create the record ─[4]─▶ … a later write prunes the entry (sweep)
 
-The record's existence means "done" (it is written last). An entry without a record
+The record's existence means "done" (it is written last). A mark pass's entries share one
+record per invocation instead (:class:`~handlers.core.documents.PassSent`, listing the
+accounts whose alerts it sent; someone else who finishes such an entry writes a sent
+marker of the same id in the account's partition). An entry without a record
 (deadletters, stale marks) is done once a write removes it. Who finishes an entry:
 
 - the invocation that committed it, at once;
@@ -53,7 +56,9 @@ __all__ = [
     "complete_source",
     "finish",
     "finish_unrecorded",
+    "is_done",
     "may_take_over",
+    "pass_sent",
     "settle",
 ]
 
@@ -66,6 +71,8 @@ LEASE = timedelta(minutes=10)
 #: A write that finds this many entries (or more) on a document first sweeps them (one
 #: query), so a document carries at most this many plus the one it adds.
 SWEEP_AT = 16
+#: Pass sent markers a process keeps (they are immutable; a retry meets one per account).
+PASS_SENT_KEPT = 1024
 
 
 def may_take_over(entry: Entry, retry: bool, now: datetime) -> bool:
@@ -86,9 +93,46 @@ async def finish(deps: Deps, partition: str, entry: Entry, record: Record | None
     """
     if entry.alerts:
         await deps.sink.send(entry.alerts)
+    if entry.done_in is not None and entry.record_id is not None:  # a pass's entry
+        marker = SentMarker(entry.record_id.removeprefix("@sent:"), partition, deps.clock())
+        await deps.store.create_record(marker)
+        return
     done = entry.record or record
     if done is not None:
         await deps.store.create_record(done)
+
+
+async def pass_sent(deps: Deps, partition: str, marker_id: str) -> frozenset[str]:
+    """The accounts a pass's sent marker covers (empty when it does not exist yet).
+
+    Raises:
+        TransientStoreError, UnreadableDocument: the store failed.
+    """
+    kept = deps.runtime.pass_sent
+    if marker_id in kept:
+        return kept[marker_id]
+    found = await deps.store.read_pass_sent(partition, marker_id)
+    if found is None:
+        return frozenset()
+    if len(kept) >= PASS_SENT_KEPT:
+        kept.pop(next(iter(kept)))
+    kept[marker_id] = frozenset(found.accounts)
+    return kept[marker_id]
+
+
+async def is_done(deps: Deps, partition: str, entry: Entry) -> bool:
+    """Whether the entry's record (or, for a pass's entry, its invocation's marker
+    listing this account, or a sent marker of the same id here) exists.
+
+    Raises:
+        TransientStoreError, UnreadableDocument: the store failed.
+    """
+    assert entry.done_id is not None
+    if entry.done_in is None:
+        return await deps.store.read_record(partition, entry.done_id) is not None
+    if partition in await pass_sent(deps, entry.done_in, entry.done_id):
+        return True
+    return bool(await deps.store.existing_records(partition, [entry.done_id]))
 
 
 async def finish_unrecorded(
@@ -133,8 +177,7 @@ async def complete(
         TransientStoreError, UnreadableDocument: the store failed.
         Exception: the alerts queue failed.
     """
-    assert entry.done_id is not None
-    if await deps.store.read_record(partition, entry.done_id) is not None:
+    if await is_done(deps, partition, entry):
         return Completed("DONE")
     if not may_take_over(entry, delivery.retry, deps.clock()):
         return Completed("IN_FLIGHT")
@@ -174,12 +217,19 @@ async def settle(
     found = await deps.store.existing_records(
         partition, [e.done_id for e in candidates if e.done_id is not None]
     )
+    for entry in candidates:  # a pass's entry: its invocation's marker lists the account
+        done_id, done_in = entry.done_id, entry.done_in
+        pending = done_in is not None and done_id is not None and done_id not in found
+        if pending and partition in await pass_sent(deps, str(done_in), str(done_id)):
+            found.add(str(done_id))
     now = deps.clock()
     done: set[str] = set()
     for entry in candidates:
         if entry.done_id in found:
             done.add(entry.key)
-        elif entry.record is not None and may_take_over(entry, False, now):
+        elif (entry.record is not None or entry.done_in is not None) and may_take_over(
+            entry, False, now
+        ):
             logger.warning("adopting %s of %s: its owner is gone", entry.key, partition)
             await finish(deps, partition, entry)
             done.add(entry.key)

@@ -9,12 +9,20 @@ carry that mark's id) and sets new bands around them. A mark moves a position on
 forward, so visits in any order, repeated or concurrent, never go back. The alerts are
 committed as an outbox entry under ``key`` and finished at once; a later visit under the
 same key (a retry, a copy) completes that entry.
+
+A mark pass defers the rest of each write (:class:`Deferred`): after all its accounts are
+written, :func:`finish_pass` writes their index entries in a few batches per partition,
+reads the marks once for the post-check, sends the alerts, and creates ONE sent marker for
+the invocation (:class:`~handlers.core.documents.PassSent`) instead of a record per
+account. A crash anywhere before that marker leaves the entries pending: a retry of the
+message finishes them (the alerts again, same ids), as for any entry.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -26,20 +34,34 @@ from handlers.core.documents import (
     HolderEntry,
     MarkDoc,
     PassMark,
+    PassSent,
     RevaluationRecord,
+    sent_marker_id,
 )
 from handlers.core.revalue import MarkAt, revalue_at
 from handlers.core.valuation import value
 from handlers.errors import UnreadableDocument
 from handlers.flows import outbox
-from handlers.flows.banding import banded, entries_of, held_symbols, outside_band, write_index
+from handlers.flows.banding import (
+    IndexWrites,
+    apply_index,
+    banded,
+    entries_of,
+    held_symbols,
+    latest_marks,
+    outside_band,
+    write_index,
+)
 from handlers.flows.conflicts import until_written
 from handlers.flows.deadletters import BodyRef, dead_letter_account
 from handlers.flows.delivery import Delivery, Identity, alerts_for
 from handlers.flows.deps import Deps
 from handlers.flows.stored_marks import read_mark
 
-__all__ = ["Board", "Revalued", "Visit", "post_check", "revalue"]
+__all__ = ["Board", "Deferred", "Revalued", "Visit", "finish_pass", "post_check", "revalue"]
+
+#: Alerts a pass sends at once when it finishes (each is one queue request).
+SEND_CONCURRENCY = 16
 
 
 class Board:
@@ -74,6 +96,36 @@ def _at(mark: MarkDoc | None) -> MarkAt | None:
 
 
 @dataclass(frozen=True)
+class Written:
+    """An account a pass wrote (``before`` → ``after``; ``before`` None: not written, its
+    current entries to re-assert), the entry it committed, and what listed it."""
+
+    before: AccountDoc | None
+    after: AccountDoc
+    entry: Entry | None
+    visit: Visit
+
+
+@dataclass
+class Deferred:
+    """What one invocation of a mark pass (key ``marks:<digest>``) leaves to
+    :func:`finish_pass`: its entries are done once its sent marker (``chunk``: this
+    invocation's, random) lists their account."""
+
+    key: str
+    chunk: str = field(default_factory=lambda: secrets.token_hex(8))
+    written: list[Written] = field(default_factory=list)
+
+    @property
+    def done_id(self) -> str:
+        return sent_marker_id(f"{self.key}:{self.chunk}")
+
+    @property
+    def done_in(self) -> str:
+        return f"@{self.key}"
+
+
+@dataclass(frozen=True)
 class Visit:
     """One visit of an account: walk ``marks`` (in order) under the entry ``key`` of the
     message ``source``; ``delivery`` decides whether this visit may finish an entry of the
@@ -88,9 +140,9 @@ class Visit:
     body: BodyRef
     board: Board | None = None
     listed: tuple[HolderEntry, ...] = field(default=())
-    #: Run the post-check here (one mark read per written entry off shard 0); a pass
-    #: runs it once for all its accounts instead (:func:`post_check`).
-    post_check: bool = True
+    #: A pass's invocation: index, post-check, send and mark done later, for all its
+    #: accounts at once (:func:`finish_pass`); None: here, for this account.
+    deferred: Deferred | None = None
 
 
 @dataclass(frozen=True)
@@ -162,7 +214,7 @@ async def revalue(deps: Deps, account_id: str, visit: Visit) -> Revalued | None:
             return await _visit_once(deps, account_id, visit, cached=n == 0)
 
     result = await until_written(attempt, deps.sleep, f"account {account_id}")
-    if result is None or result.written is None or not visit.post_check:
+    if result is None or result.written is None or visit.deferred is not None:
         return result
     caught = await post_check(deps, result.written, result.indexed, visit)
     return Revalued(result.alerts + caught, result.holds, result.wrote)
@@ -242,6 +294,10 @@ async def _visit_once(deps: Deps, account_id: str, visit: Visit, cached: bool) -
     board = visit.board or Board(deps, {})
     walked, raised, moved = await _walk(deps, account, fresh, board) if fresh else (account, [], [])
     if not moved:
+        if visit.deferred is not None:
+            if _stale(deps, account, visit.listed, None):
+                visit.deferred.written.append(Written(None, account, None, visit))
+            return Revalued(done, holds, False)
         tidied = await _drop_stale(deps, account, visit.listed)
         return Revalued(done, holds, False, account if tidied else None, tidied)
     key = await _write_key(deps, account_id, visit, bool(own), moved)
@@ -253,7 +309,12 @@ async def _visit_once(deps: Deps, account_id: str, visit: Visit, cached: bool) -
         alerts += alerts_for(specs, ident, now)
     new = replace(walked, pending=account.without(drop).pending, updated_at=now)
     entry: Entry | None = None
-    if alerts:  # an entry (and a record) only when the write raises alerts
+    deferred = visit.deferred
+    if alerts and deferred is not None:  # done by the invocation's sent marker
+        entry = Entry(key, visit.source, tuple(alerts), now, None, (), deferred.done_id)
+        entry = replace(entry, done_in=deferred.done_in)
+        new = new.with_entry(entry)
+    elif alerts:  # an entry (and a record) only when the write raises alerts
         record = RevaluationRecord(
             source=key,
             account_id=account_id,
@@ -265,7 +326,10 @@ async def _visit_once(deps: Deps, account_id: str, visit: Visit, cached: bool) -
         new = new.with_entry(entry)
     ratio = deps.settings.margin_call_ratio
     await deps.store.write_account(new, value(new.ledger, deps.catalog, ratio), account.etag)
-    indexed = await write_index(deps, account, new, read=visit.post_check)
+    if deferred is not None:
+        deferred.written.append(Written(account, new, entry, visit))
+        return Revalued(done + tuple(alerts), True, True)
+    indexed = await write_index(deps, account, new)
     await _drop_stale(deps, new, visit.listed, replaced=account)
     if entry is not None:
         await outbox.finish(deps, account_id, entry)
@@ -277,27 +341,38 @@ def _leaves(account: AccountDoc, marks: Sequence[PassMark]) -> bool:
     return any(outside_band(account.bands, m.symbol, m.price) for m in _fresh(account, marks))
 
 
+def _stale(
+    deps: Deps,
+    account: AccountDoc | None,
+    listed: Sequence[HolderEntry],
+    replaced: AccountDoc | None,
+) -> list[HolderEntry]:
+    """The listed index entries the account no longer calls for (an older bands version,
+    another shard, a symbol it closed), nor ``replaced`` (the version just written over,
+    whose entries the write replaces itself)."""
+    wanted = (
+        {(e.symbol, e.shard, e.entry_id) for e in entries_of(deps, account)} if account else set()
+    )
+    if replaced is not None:
+        wanted |= {(e.symbol, e.shard, e.entry_id) for e in entries_of(deps, replaced)}
+    return [e for e in listed if (e.symbol, e.shard, e.entry_id) not in wanted]
+
+
 async def _drop_stale(
     deps: Deps,
     account: AccountDoc | None,
     listed: Sequence[HolderEntry],
     replaced: AccountDoc | None = None,
 ) -> dict[str, MarkDoc | None]:
-    """Remove the listed index entries the account no longer calls for (an older bands
-    version, another shard, a symbol it closed), each only while unchanged. Its current
-    entries are re-asserted first (a crash may have kept them from being written), and
-    their marks returned for the post-check — unless the caller has just written them,
-    replacing the entries of ``replaced`` (which are then not deleted again).
+    """Remove the listed index entries the account no longer calls for (:func:`_stale`),
+    each only while unchanged. Its current entries are re-asserted first (a crash may have
+    kept them from being written), and their marks returned for the post-check — unless
+    the caller has just written them, replacing the entries of ``replaced``.
 
     Raises:
         TransientStoreError: the store failed.
     """
-    wanted = (
-        {(e.symbol, e.shard, e.entry_id) for e in entries_of(deps, account)} if account else set()
-    )
-    if replaced is not None:
-        wanted |= {(e.symbol, e.shard, e.entry_id) for e in entries_of(deps, replaced)}
-    stale = [e for e in listed if (e.symbol, e.shard, e.entry_id) not in wanted]
+    stale = _stale(deps, account, listed, replaced)
     if not stale:
         return {}
     indexed = {}
@@ -305,6 +380,61 @@ async def _drop_stale(
         indexed = await write_index(deps, None, account)
     await asyncio.gather(*(deps.store.delete_holder(e) for e in stale))
     return indexed
+
+
+async def finish_pass(deps: Deps, deferred: Deferred) -> tuple[Alert, ...]:
+    """Finish what a pass's invocation wrote: every account's new index entries (and the
+    removal of the stale ones that listed it) in batches per partition, the post-check
+    marks read once per symbol after them, then every alert, then ONE sent marker listing
+    the accounts whose alerts went out, then the post-check's catch-ups (also when a send
+    or the marker failed). Returns the catch-ups' alerts.
+
+    Raises:
+        TransientStoreError, UnreadableDocument: the store failed (the entries stay; a
+            retry re-asserts the index and finishes them).
+        Exception: the alerts queue failed (as above).
+    """
+    writes = IndexWrites()
+    checks: list[tuple[Written, list[str]]] = []
+    for item in deferred.written:
+        stale = _stale(deps, item.after, item.visit.listed, item.before)
+        symbols = (
+            writes.add(deps, item.before, item.after) if item.before is not None or stale else []
+        )
+        for entry in stale:
+            writes.drop(entry)
+        checks.append((item, symbols))
+    marks = await apply_index(deps, writes, read=True)
+    unread = sorted(s for s, m in marks.items() if m is None)
+    if unread:
+        marks.update(await latest_marks(deps, unread))
+    entries = [(w.after.account_id, w.entry) for w in deferred.written if w.entry is not None]
+    gate = asyncio.Semaphore(SEND_CONCURRENCY)
+
+    async def send(alerts: tuple[Alert, ...]) -> None:
+        async with gate:
+            await deps.sink.send(alerts)
+
+    results = await asyncio.gather(*(send(e.alerts) for _, e in entries), return_exceptions=True)
+    # The marker lists the accounts whose alerts went out, also when some failed: a
+    # retry then re-sends only the others. The post-check runs whatever failed: a retry
+    # does not find an account its try already moved, so only this read can catch a
+    # mark that queried the index before the new entries.
+    sent = tuple(sorted(a for (a, _), r in zip(entries, results, strict=True) if r is None))
+    caught: tuple[Alert, ...] = ()
+    try:
+        if sent:
+            marker = PassSent(deferred.key, deferred.chunk, sent, deps.clock())
+            await deps.store.create_record(marker)
+    finally:
+        for item, symbols in checks:
+            caught += await post_check(
+                deps, item.after, {s: marks.get(s) for s in symbols}, item.visit
+            )
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return caught
 
 
 async def post_check(

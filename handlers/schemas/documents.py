@@ -183,6 +183,7 @@ def documents() -> dict[str, dict[str, Any]]:
                         "oneOf": [
                             {"required": ["record"]},
                             {"required": ["recordId", "committedAt"]},
+                            {"required": ["doneId", "doneIn", "alerts", "committedAt"]},
                         ],
                         "properties": {
                             "eventId": {"type": "string", "description": "the entry's key"},
@@ -196,6 +197,13 @@ def documents() -> dict[str, dict[str, Any]]:
                                 "description": "the message that owns it (an event id or marks:<bodyDigest>)",
                             },
                             "record": {"type": "object"},
+                            "alerts": _ALERTS,
+                            "doneId": {
+                                "type": "string",
+                                "pattern": "^@sent:marks:",
+                                "description": "a mark pass's entry: done once its invocation's pass-sent marker (this id, in partition doneIn) lists the account, or a sent marker of this id is in the account's partition",
+                            },
+                            "doneIn": {"type": "string", "pattern": "^@marks:"},
                             "holders": {"type": "array", "items": _STR},
                         },
                     },
@@ -319,6 +327,19 @@ def documents() -> dict[str, dict[str, Any]]:
                 "id": {"type": "string", "pattern": "^@sent:"},
                 "accountId": _STR,
                 "recordId": _STR,
+                "at": _TS,
+            },
+        ),
+        "pass-sent.schema.json": _doc(
+            "pass-sent.schema.json",
+            "The alerts one invocation of a mark pass committed on these accounts were all sent (container ledger, partition @marks:<bodyDigest>, id @sent:marks:<bodyDigest>:<chunk>): the done of their entries, one document per invocation instead of a record per account",
+            ["accountId", "key", "chunk", "accounts", "at"],
+            {
+                "id": {"type": "string", "pattern": "^@sent:marks:"},
+                "accountId": {"type": "string", "pattern": "^@marks:"},
+                "key": _STR,
+                "chunk": _STR,
+                "accounts": {"type": "array", "items": _STR},
                 "at": _TS,
             },
         ),

@@ -115,9 +115,10 @@ def test_an_index_entry_is_written_with_its_band_and_found_by_a_mark_that_leaves
     inner = store.inner
     band = (Decimal("2400"), Decimal("2600.5"))
     # No mark stored: the batch fails on its read; the entry is written all the same.
-    assert run(inner.put_holder(HolderEntry("ETHUSDT", 0, "idx-1", band, 1), None)) is None
+    first = HolderEntry("ETHUSDT", 0, "idx-1", band, 1)
+    assert run(inner.index_holders("ETHUSDT", 0, [first], [], True)) is None
     on_two = HolderEntry("ETHUSDT", 2, "idx-2", band, 5)
-    assert run(inner.put_holder(on_two, None)) is None
+    assert run(inner.index_holders("ETHUSDT", 2, [on_two], [], True)) is None
     inside = run(inner.query_holders("ETHUSDT", 0, Decimal("2500"), Decimal("2600")))
     assert inside == []  # (at 2600.5 itself the narrowed float may list it: checked exactly)
     below = run(inner.query_holders("ETHUSDT", 0, Decimal("2399.9"), Decimal("2500")))
@@ -126,7 +127,7 @@ def test_an_index_entry_is_written_with_its_band_and_found_by_a_mark_that_leaves
     assert (above.account_id, above.entry_id) == ("idx-2", "holder:idx-2:5")
     # A new version replaces the old one in the same request.
     newer = HolderEntry("ETHUSDT", 2, "idx-2", (Decimal("2500"), Decimal("2700")), 6)
-    run(inner.put_holder(newer, above))
+    run(inner.index_holders("ETHUSDT", 2, [newer], [above], True))
     [found] = run(inner.query_holders("ETHUSDT", 2, Decimal(0), Decimal(0)))
     assert found.entry_id == "holder:idx-2:6"
     assert run(inner.delete_holder(found))

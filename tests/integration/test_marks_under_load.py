@@ -36,7 +36,7 @@ from handlers.flows import Deps, process_trade_message
 from tests.aio import run
 from tests.integration.test_marks_scale import in_process
 from tests.integration.test_pipeline import ran_ok
-from tests.support import REPO, AppUnderTest
+from tests.support import REPO, AppUnderTest, entry_done
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(900)]
 
@@ -81,8 +81,10 @@ def settled(app: AppUnderTest) -> dict[str, int]:
     catalog = load_catalog(Path(REPO / "handlers" / "data" / "instruments.json"))
     docs = app.query("ledger", "SELECT * FROM c WHERE c.type = 'account'")
     records = {
-        (r["accountId"], r["id"])
-        for r in app.query("ledger", "SELECT c.accountId, c.id FROM c WHERE c.type != 'account'")
+        (r["accountId"], r["id"]): r
+        for r in app.query(
+            "ledger", "SELECT c.accountId, c.id, c.accounts FROM c WHERE c.type != 'account'"
+        )
     }
     behind = 0
     price = Decimal(stored["markPrice"])
@@ -98,9 +100,7 @@ def settled(app: AppUnderTest) -> dict[str, int]:
         there = value(apply_mark(account.ledger, "BTCUSDT", price, when), catalog, app_ratio(app))
         behind += band is None or outside(band, price) or there.risk_state != doc["riskState"]
         for entry in doc["pending"]:
-            assert (doc["accountId"], entry.get("recordId") or entry["record"]["id"]) in records, (
-                entry
-            )
+            assert entry_done(doc["accountId"], entry, records), entry
     assert behind == 0, f"{behind} holder(s) whose band misses the stored mark {stored['markId']}"
     alerts = app.alerts()
     contents: dict[str, set[str]] = {}

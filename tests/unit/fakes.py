@@ -35,6 +35,7 @@ from handlers.core.documents import (
     HolderEntry,
     MarkDoc,
     MarkPass,
+    PassSent,
     Record,
     SentMarker,
     StaleWatch,
@@ -160,7 +161,11 @@ class FakeStore:
         self.record_queries += 1
         return {r for r in record_ids if (partition, r) in self.records}
 
-    async def create_record(self, record: Record | SentMarker) -> bool:
+    async def read_pass_sent(self, partition: str, marker_id: str) -> PassSent | None:
+        doc = self.records.get((partition, marker_id))
+        return None if doc is None else mapping.pass_sent_from_document(_copy(doc))
+
+    async def create_record(self, record: Record | SentMarker | PassSent) -> bool:
         if self.fail_record_creates > 0:
             self.fail_record_creates -= 1
             raise StoreDown("record write failed (injected)")
@@ -229,15 +234,21 @@ class FakeStore:
                 found.append(mapping.holder_from_document(_copy(doc), symbol, shard))
         return sorted(found, key=lambda e: (e.account_id, e.entry_id))
 
-    async def put_holder(
-        self, entry: HolderEntry, replaces: HolderEntry | None, read: bool = True
+    async def index_holders(
+        self,
+        symbol: str,
+        shard: int,
+        puts: Sequence[HolderEntry],
+        drops: Sequence[HolderEntry],
+        read: bool,
     ) -> MarkDoc | None:
-        partition = mapping.holder_partition(entry.symbol, entry.shard)
-        doc = mapping.holder_to_document(entry)
-        self.index.setdefault(partition, {})[entry.entry_id] = {**doc, "_etag": self._etag()}
-        if replaces is not None:
-            await self.delete_holder(replaces)
-        return await self.read_mark(entry.symbol) if read else None
+        partition = mapping.holder_partition(symbol, shard)
+        for entry in puts:
+            doc = mapping.holder_to_document(entry)
+            self.index.setdefault(partition, {})[entry.entry_id] = {**doc, "_etag": self._etag()}
+        for entry in drops:
+            await self.delete_holder(entry)
+        return await self.read_mark(symbol) if read and shard == 0 else None
 
     async def delete_holder(self, entry: HolderEntry) -> bool:
         entries = self.index.get(mapping.holder_partition(entry.symbol, entry.shard), {})

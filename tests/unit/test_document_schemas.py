@@ -16,7 +16,15 @@ from handlers.flows import note_failure
 from tests.aio import check_stale_marks, process_poison, run
 from tests.events import as_body, load_event
 from tests.unit.fakes import FakeClock, FakeFanout, FakeSink, FakeStore, SinkDown
-from tests.unit.flowkit import event, make_deps, mark_at, marks, open_btc, trade
+from tests.unit.flowkit import (
+    event,
+    make_deps,
+    mark_at,
+    marks,
+    open_btc,
+    stored_elsewhere,
+    trade,
+)
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 
@@ -54,10 +62,17 @@ def test_every_written_document_matches_its_schema(
     with pytest.raises(SinkDown):  # the watch keeps its alert pending
         check_stale_marks(make_deps(store, sink, clock))
     run(note_failure(deps, raw, RuntimeError("x"), deps.settings.trades_queue))
+    # a fill that decides at this process's copy of the mark, then catches up on a newer
+    # one stored meanwhile: a revaluation record
+    copying = make_deps(store, sink, clock, MARK_CACHE_SECONDS="1")
+    marks(copying, mark_at("60000", "2024-10-01T13:00:00Z"))
+    stored_elsewhere(store, "40000", "2024-10-01T13:30:00.000Z")
+    clock.advance(0.5)
+    open_btc(copying, "acct-c", tradeId="T-C-1")
 
     kinds = {"trade": "trade-record", "transfer": "transfer-record"}
     kinds |= {"rejection": "rejection-record", "revaluation": "revaluation-record"}
-    kinds |= {"sentMarker": "sent-marker"}
+    kinds |= {"sentMarker": "sent-marker", "passSent": "pass-sent"}
     seen = set()
     for doc in store.accounts.values():
         valid("account.schema.json", doc)

@@ -3,13 +3,16 @@ re-valuing their holders."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from handlers.core.alerts import alert_id
 from handlers.core.documents import UNATTRIBUTED
 from handlers.flows import Deps
 from tests.events import as_body, load_event
-from tests.unit.fakes import FakeClock, FakeSink, FakeStore, SinkDown
+from tests.support import entry_done
+from tests.unit.fakes import CountingStore, FakeClock, FakeSink, FakeStore, SinkDown, StoreDown
 from tests.unit.flowkit import (
     ACCT,
     MARK_ID,
@@ -269,7 +272,7 @@ def test_mark_crash_before_alerts_is_completed_by_the_retry(
     with pytest.raises(SinkDown):
         marks(deps, mark_at("50000"))
     assert store.marks["BTCUSDT"]["markPrice"] == "50000"  # stored first, before its pass (v2)
-    stored = store.account(ACCT)["pending"][-1]["record"]["alerts"]
+    stored = store.account(ACCT)["pending"][-1]["alerts"]  # (a mark pass's entry keeps them)
     assert [a["type"] for a in stored] == ["LIQUIDATION_RISK"]
     [outcome] = marks(deps, mark_at("50000"), dequeue_count=2)
     assert outcome.kind == "APPLIED"
@@ -337,3 +340,87 @@ def test_account_deadletter_keeps_the_raw_body(deps: Deps, store: FakeStore) -> 
     raw = as_body(mark_at("50000"))
     marks(deps, raw)
     assert store.deadletters[("marks", f"{digest(raw)}:{ACCT}")]["rawBody"] == raw.decode()
+
+
+# --- a pass's invocation finishes its accounts together --------------------------------
+
+
+#: The scope of a cross wallet's alert: its settle asset.
+SCOPE = "USDT"
+
+
+def _fail_index_once(store: FakeStore) -> None:
+    index = store.index_holders
+
+    async def fail_once(*args: Any) -> Any:
+        store.index_holders = index  # type: ignore[method-assign]
+        raise StoreDown("index write failed (injected)")
+
+    store.index_holders = fail_once  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize(
+    ("point", "repeats"),
+    [("index", 0), ("send", 0), ("marker", 12), ("none", 0)],
+    ids=["after-commits", "one-send-fails", "after-sends", "finished"],
+)
+def test_each_crash_point_of_a_pass(
+    store: FakeStore, sink: FakeSink, clock: FakeClock, point: str, repeats: int
+) -> None:
+    """Twelve holders, one mark that liquidates every one. The invocation writes them all,
+    then indexes their new bands, sends their alerts and writes ONE sent marker. Wherever
+    it fails, the retry leaves every account re-valued, indexed at its current bands and
+    alerted — once, or a second time (same ids) only for alerts sent before the marker
+    was lost; a third delivery sends nothing; no account is written twice."""
+    deps = make_deps(store, sink, clock)
+    accounts = [f"acct-{n:02d}" for n in range(12)]
+    for account in accounts:
+        open_btc(deps, account, tradeId=f"T-{account}")
+    sink.sent.clear()
+    failure: type[Exception] | None = StoreDown
+    if point == "index":
+        _fail_index_once(store)
+    elif point == "send":
+        sink.fail_sends = 1
+        failure = SinkDown
+    elif point == "marker":
+        store.fail_record_creates = 1
+    else:
+        failure = None
+    writes = store.account_writes
+    if failure is None:
+        marks(deps, mark_at("50000"))
+    else:
+        with pytest.raises(failure):
+            marks(deps, mark_at("50000"))
+        marks(make_deps(store, sink, clock), mark_at("50000"), dequeue_count=2)
+    expected = {alert_id(MARK_ID, "LIQUIDATION_RISK", a, SCOPE) for a in accounts}
+    assert set(sink.ids) == expected
+    assert len(sink.ids) == len(expected) + repeats
+    assert store.account_writes == writes + len(accounts)
+    for account in accounts:
+        doc = store.account(account)
+        assert all(entry_done(account, e, store.records) for e in doc["pending"]), account
+        entry = f"holder:{account}:{doc['bandsVersion']}"
+        assert [i for p in store.index.values() for i in p if account in i] == [entry]
+    sent = len(sink.ids)
+    marks(make_deps(store, sink, clock), mark_at("50000"), dequeue_count=3)
+    assert len(sink.ids) == sent
+
+
+def test_a_pass_costs_a_read_and_a_write_per_account_it_changes(
+    store: FakeStore, sink: FakeSink, clock: FakeClock
+) -> None:
+    """Forty holders, a mark that liquidates every one: each is read and written once;
+    their index entries go in one batch per shard, the marker is one record for all."""
+    deps = make_deps(store, sink, clock)
+    for n in range(40):
+        open_btc(deps, f"acct-{n:02d}", tradeId=f"T-{n}")
+    counting = CountingStore(store)
+    marks(Deps(**{**deps.__dict__, "store": counting}), mark_at("50000"))
+    shards = deps.settings.marks_index_shards
+    assert counting.calls["read_account"] == 40
+    assert counting.calls["write_account"] == 40
+    assert counting.calls["index_holders"] == shards
+    assert counting.calls["create_record"] == 1
+    assert counting.calls["read_marks"] + counting.calls["read_mark"] <= 2  # the post-check

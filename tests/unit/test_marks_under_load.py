@@ -16,6 +16,7 @@ import pytest
 from handlers.flows import Deps
 from tests.aio import process_mark_fanout, process_poison_all, run
 from tests.events import as_body
+from tests.support import entry_done
 from tests.unit.fakes import FakeClock, FakeFanout, FakeSink, FakeStore, StoreDown
 from tests.unit.flowkit import (
     MARK_ID,
@@ -47,10 +48,7 @@ def settled(store: FakeStore, sink: FakeSink) -> None:
             if p["quantity"] != "0" and p["symbol"] in stored:
                 assert p["markTime"] == stored[p["symbol"]], (account_id, p["symbol"])
         for entry in doc["pending"]:
-            assert (account_id, entry.get("recordId") or entry["record"]["id"]) in store.records, (
-                account_id,
-                entry,
-            )
+            assert entry_done(account_id, entry, store.records), (account_id, entry)
     contents: dict[str, set[str]] = {}
     for alert in sink.sent:
         contents.setdefault(alert.alertId, set()).add(alert.model_dump_json(exclude={"createdAt"}))

@@ -135,13 +135,13 @@ def crash_at(point: str, store: FakeStore, sink: FakeSink) -> type[Exception] | 
     index write fails), after indexing [2] (the send fails), after the send [3] (the record
     write fails), or none [4]."""
     if point == "1":
-        index = store.put_holder
+        index = store.index_holders
 
         async def fail_once(*_: Any) -> Any:
-            store.put_holder = index  # type: ignore[method-assign]
+            store.index_holders = index  # type: ignore[method-assign]
             raise StoreDown("index write failed (injected)")
 
-        store.put_holder = fail_once  # type: ignore[method-assign]
+        store.index_holders = fail_once  # type: ignore[method-assign]
         return StoreDown
     if point == "2":
         sink.fail_sends = 1
@@ -281,15 +281,16 @@ def test_a_catch_up_dead_letters_an_unreadable_account_under_the_fill_body(
     marks(deps, mark_at("60000", "2024-10-01T12:00:00Z"))
     funded(deps)
     stored_elsewhere(store, "50000", "2024-10-01T12:30:00.000Z")  # the copy is behind
-    index = store.put_holder
+    index = store.index_holders
 
     async def break_the_account(
-        entry: HolderEntry, replaces: HolderEntry | None, read: bool = True
+        symbol: str, shard: int, puts: list[HolderEntry], drops: list[HolderEntry], read: bool
     ) -> Any:
-        store.accounts[entry.account_id]["schemaVersion"] = 99
-        return await index(entry, replaces, read)
+        for entry in puts:
+            store.accounts[entry.account_id]["schemaVersion"] = 99
+        return await index(symbol, shard, puts, drops, read)
 
-    store.put_holder = break_the_account  # type: ignore[method-assign]
+    store.index_holders = break_the_account  # type: ignore[method-assign]
     raw = as_body(event("fill_btcusdt_long", fee="0"))
     assert trade(deps, raw).kind == "APPLIED"
     letter = store.deadletters[("trades", f"{digest(raw)}:{ACCT}")]

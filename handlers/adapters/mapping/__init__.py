@@ -25,7 +25,11 @@ from handlers.adapters.mapping.marks import (
     watch_from_document,
     watch_to_document,
 )
-from handlers.adapters.mapping.records import record_from_document, record_to_document
+from handlers.adapters.mapping.records import (
+    pass_sent_from_document,
+    record_from_document,
+    record_to_document,
+)
 from handlers.adapters.mapping.values import SCHEMA_VERSION, alerts_json
 
 __all__ = [
@@ -44,6 +48,7 @@ __all__ = [
     "mark_from_document",
     "mark_to_document",
     "pass_from_document",
+    "pass_sent_from_document",
     "pass_to_document",
     "record_from_document",
     "record_to_document",

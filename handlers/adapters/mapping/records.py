@@ -17,6 +17,7 @@ from handlers.core.contracts import format_timestamp
 from handlers.core.documents import (
     Entry,
     EventRecord,
+    PassSent,
     Record,
     RejectionRecord,
     RevaluationRecord,
@@ -27,14 +28,23 @@ from handlers.errors import UnreadableDocument
 __all__ = [
     "entry_from_document",
     "entry_to_document",
+    "pass_sent_from_document",
     "read_entries",
     "record_from_document",
     "record_to_document",
 ]
 
 
-def record_to_document(record: Record | SentMarker) -> dict[str, Any]:
-    """The JSON document of a record (or of a claim's sent marker)."""
+def record_to_document(record: Record | SentMarker | PassSent) -> dict[str, Any]:
+    """The JSON document of a record (or of a sent marker: a claim's, a pass's)."""
+    if isinstance(record, PassSent):
+        return {
+            **header(record.id, "passSent", accountId=record.partition),
+            "key": record.key,
+            "chunk": record.chunk,
+            "accounts": list(record.accounts),
+            "at": format_timestamp(record.at),
+        }
     if isinstance(record, SentMarker):
         at = format_timestamp(record.at)
         return {
@@ -120,6 +130,23 @@ def record_from_document(doc: Mapping[str, Any]) -> Record:
     raise UnreadableDocument(f"record of type {kind!r}")
 
 
+def pass_sent_from_document(doc: Mapping[str, Any]) -> PassSent:
+    """Read a pass's sent marker.
+
+    Raises:
+        UnreadableDocument: another type or version, or a wrong shape.
+    """
+    if doc.get("type") != "passSent" or doc.get("schemaVersion") != SCHEMA_VERSION:
+        raise UnreadableDocument(f"not a passSent marker: {doc.get('type')!r}")
+    with reading("passSent marker has a wrong shape"):
+        accounts = doc["accounts"]
+        if not isinstance(accounts, list):
+            raise UnreadableDocument("passSent accounts must be a list")
+        return PassSent(
+            str(doc["key"]), str(doc["chunk"]), tuple(str(a) for a in accounts), ts(doc["at"], "at")
+        )
+
+
 # --- outbox entries ---------------------------------------------------------------------
 
 
@@ -133,6 +160,15 @@ def entry_to_document(entry: Entry) -> dict[str, Any]:
             "holders": list(entry.holders),
         }
     committed = format_timestamp(entry.committed_at)
+    if entry.done_in is not None:  # a mark pass's: done by its invocation's sent marker
+        return {
+            "eventId": entry.key,
+            "source": entry.source,
+            "alerts": alerts_json(entry.alerts),
+            "committedAt": committed,
+            "doneId": entry.record_id,
+            "doneIn": entry.done_in,
+        }
     if entry.record_id is not None:  # an event that raised no alert: only its record's id
         return {
             "eventId": entry.key,
@@ -146,7 +182,7 @@ def entry_to_document(entry: Entry) -> dict[str, Any]:
 
 
 def entry_from_document(doc: Mapping[str, Any]) -> Entry:
-    """Read an outbox entry (one of the three shapes :func:`entry_to_document` writes)."""
+    """Read an outbox entry (one of the four shapes :func:`entry_to_document` writes)."""
     holders = tuple(str(h) for h in doc.get("holders", ()))
     if "record" in doc:
         record = record_from_document(doc["record"])
@@ -154,6 +190,10 @@ def entry_from_document(doc: Mapping[str, Any]) -> Entry:
         source = str(doc.get("source", key))  # documents before 'source' was kept
         return Entry(key, source, record.alerts, record.created_at, record, holders)
     committed = ts(doc["committedAt"], "committedAt")
+    if "doneIn" in doc:
+        key, source, alerts = str(doc["eventId"]), str(doc["source"]), read_alerts(doc["alerts"])
+        done_id, done_in = str(doc["doneId"]), str(doc["doneIn"])
+        return Entry(key, source, alerts, committed, record_id=done_id, done_in=done_in)
     if "recordId" in doc:
         key = str(doc["eventId"])
         return Entry(key, str(doc["source"]), (), committed, None, holders, str(doc["recordId"]))
