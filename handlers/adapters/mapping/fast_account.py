@@ -186,7 +186,7 @@ def _opt(value: Decimal | None) -> str | None:
 
 
 def _entry_document(entry: Entry) -> dict[str, Any]:
-    if entry.record is None and entry.record_id is not None:
+    if entry.record is None and entry.record_id is not None and entry.done_in is None:
         return {
             "eventId": entry.key,
             "source": entry.source,
