@@ -64,6 +64,11 @@ class Holding:
     account_id: str
     entries: tuple[HolderEntry, ...]
 
+    @property
+    def shard(self) -> int:
+        """The index shard that listed it (the lowest, should entries disagree)."""
+        return min((e.shard for e in self.entries), default=0)
+
 
 @dataclass(frozen=True)
 class Unit:
@@ -79,11 +84,13 @@ class Unit:
 def unit_texts(
     body_digest: str, holdings: Sequence[Holding], batch: int, retry: bool = False
 ) -> list[str]:
-    """The fan-out messages for ``holdings``: at most ``batch`` accounts and about
-    :data:`UNIT_BYTES` of JSON each."""
+    """The fan-out messages for ``holdings`` (ordered by shard): the accounts of one shard
+    each, at most ``batch`` of them and about :data:`UNIT_BYTES` of JSON — so a unit's
+    index writes go to one partition per symbol."""
     texts: list[str] = []
     rows: list[list[Any]] = []
     size = 0
+    shard = holdings[0].shard if holdings else 0
 
     def flush() -> None:
         if rows:
@@ -99,9 +106,10 @@ def unit_texts(
             [[e.symbol, e.shard, e.version, e.etag] for e in holding.entries],
         ]
         cost = len(json.dumps(row)) + 1
-        if rows and (len(rows) >= batch or size + cost > UNIT_BYTES):
+        if rows and (len(rows) >= batch or size + cost > UNIT_BYTES or holding.shard != shard):
             flush()
             rows, size = [], 0
+        shard = holding.shard
         rows.append(row)
         size += cost
     flush()

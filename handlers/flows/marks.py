@@ -172,7 +172,9 @@ async def apply_marks(deps: Deps, marks: Sequence[PassMark], delivery: Delivery)
             deps, symbol, prices, shards.get(symbol, 1), delivery.retry
         ):
             listed.setdefault(entry.account_id, []).append(entry)
-    holdings = [Holding(a, tuple(listed[a])) for a in sorted(listed)]
+    holdings = sorted(
+        (Holding(a, tuple(listed[a])) for a in listed), key=lambda h: (h.shard, h.account_id)
+    )
     mark_pass = MarkPass(
         delivery.digest,
         tuple(sorted(applied, key=lambda m: (m.timestamp, m.symbol))),

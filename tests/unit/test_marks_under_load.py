@@ -8,12 +8,14 @@ record, every alert sent once (repeats identical), no mark dead-lettered that co
 from __future__ import annotations
 
 import base64
+import json
 from collections import Counter
 from typing import Any
 
 import pytest
 
 from handlers.flows import Deps
+from handlers.flows.banding import shard_of
 from tests.aio import process_mark_fanout, process_poison_all, run
 from tests.events import as_body
 from tests.support import entry_done
@@ -244,15 +246,24 @@ def test_a_pass_over_more_holders_than_the_batch_goes_out_in_units(
     store: FakeStore, sink: FakeSink, clock: FakeClock
 ) -> None:
     """MARKS_FANOUT_BATCH=4, 10 holders: the mark invocation re-values 4 and hands 6 on in
-    2 units; once the units ran, the alerts are those of one pass (same ids), once each."""
+    units of one index shard each (at most 4 accounts); once the units ran, the alerts are
+    those of one pass (same ids), once each."""
     fanout = FakeFanout()
     deps = make_deps(store, sink, clock, fanout, MARKS_FANOUT_BATCH="4")
     opened(deps, holders_of(10))
     [outcome] = marks(deps, mark_at("50000"))
+    shards = deps.settings.marks_index_shards
+    by_shard = Counter(shard_of(a, shards) for a in holders_of(10))
+    handed = sorted(holders_of(10), key=lambda a: (shard_of(a, shards), a))[4:]
+    expected = Counter(shard_of(a, shards) for a in handed)
     assert (outcome.kind, outcome.detail) == (
         "APPLIED",
-        "4 account(s) re-valued; 6 handed on in 2 unit(s)",
+        f"4 account(s) re-valued; 6 handed on in {sum(-(-n // 4) for n in expected.values())} unit(s)",
     )
+    assert len(by_shard) > 1  # (the test shows something only over several shards)
+    for text in fanout.texts:
+        accounts = [row[0] for row in json.loads(text)["accounts"]]
+        assert len({shard_of(a, shards) for a in accounts}) == 1, accounts
     assert len(sink.of_type("LIQUIDATION_RISK")) == 4
     for unit in units(fanout):
         assert process_mark_fanout(unit, deps).kind == "APPLIED"
