@@ -151,7 +151,7 @@ FILL_BAD_VALUES: list[tuple[str, Any]] = [
     ("type", "TRADE"),
     ("type", None),
     ("schemaVersion", "1"),
-    ("schemaVersion", 2),
+    ("schemaVersion", 3),  # (v2 is FILL v2: orderId)
     ("schemaVersion", 0),
     ("schemaVersion", 1.0),
     ("schemaVersion", True),
