@@ -103,7 +103,8 @@ class OrderDecision:
 
 
 def _f(value: Decimal) -> str:
-    return format_decimal(stored(value))
+    """A figure of a message, written as the contract writes decimals."""
+    return format_decimal(value)
 
 
 def _usable_mark(mark: StoredMark | None, submitted_at: datetime, stale_after: int) -> bool:
