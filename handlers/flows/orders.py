@@ -1,12 +1,88 @@
 """The orders queue: ORDER (a pre-trade decision), ORDER_DONE and ACCOUNT_CONTROL, each
-decided once on its account (see docs/orders.md)."""
+decided once on its account (see docs/orders.md).
+
+Route of one body: decode → an unreadable body (or one with no well-formed accountId and
+orderId/controlId) is rejected without touching an account (:mod:`~handlers.flows.rejections`)
+→ read the account → its key already there (``@order:<orderId>``, ``@order-done:<orderId>``,
+``@control:<controlId>``): a redelivery — an ORDER sends its recorded decision again →
+else decide, and commit the change with the message's outbox entry in ONE conditional
+write of the account (created empty if missing) → finish the entry (send the decision and
+alerts, write the record: :mod:`~handlers.flows.outbox`).
+
+A broken ORDER that names its account and order is decided too: REJECTED with its
+``SCHEMA_INVALID`` reasons, plus one ``TRADE_REJECTED`` alert. Orders never move a
+position: the ledger is valued at the latest stored marks for the decision only.
+"""
 
 from __future__ import annotations
 
-from handlers.flows.delivery import Delivery
-from handlers.flows.deps import Deps, Outcome
+import hashlib
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
 
-__all__ = ["handle_order"]
+from pydantic import ValidationError
+
+from handlers.core.alerts import AlertSpec
+from handlers.core.contracts import (
+    AccountControl,
+    Order,
+    OrderDecision,
+    OrderDone,
+    Reason,
+    is_well_formed_id,
+    validate_order_message,
+)
+from handlers.core.decimals import format_decimal
+from handlers.core.documents import MAX_RECENT_IDS, AccountDoc, Entry, OrderEventRecord, OrderRecord
+from handlers.core.order_checks import AccountView, decide_order, to_open_order
+from handlers.core.orders import OrderSettings, OrderTerms, open_order_margin
+from handlers.core.valuation import value
+from handlers.flows import outbox
+from handlers.flows.banding import at_latest_marks, banded, held_symbols, latest_marks
+from handlers.flows.conflicts import until_written
+from handlers.flows.delivery import Delivery, Identity, alerts_for, identity, schema_reasons
+from handlers.flows.deps import Deps, Outcome, OutcomeKind
+from handlers.flows.rejections import reject
+
+__all__ = ["decision_id", "handle_order", "order_key", "order_settings"]
+
+_KINDS = ("ORDER", "ORDER_DONE", "ACCOUNT_CONTROL")
+
+
+def order_key(order_id: str) -> str:
+    """An order's key on its account and its record's id (outside the id charset)."""
+    return f"@order:{order_id}"
+
+
+def _done_key(order_id: str) -> str:
+    return f"@order-done:{order_id}"
+
+
+def _control_key(control_id: str) -> str:
+    return f"@control:{control_id}"
+
+
+def decision_id(account_id: str, order_id: str) -> str:
+    """64 lowercase hex of SHA-256 over the compact JSON ``[accountId, orderId]``."""
+    text = json.dumps([account_id, order_id], separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def order_settings(deps: Deps) -> OrderSettings:
+    """The settings an order decision reads."""
+    s = deps.settings
+    return OrderSettings(
+        market_slippage=s.order_market_slippage,
+        rate_limit_per_second=s.order_rate_limit_per_second,
+        max_margin_ratio=s.order_max_margin_ratio,
+        stale_mark_after_seconds=s.stale_mark_after_seconds,
+        margin_call_ratio=s.margin_call_ratio,
+        position_limits=s.position_limit_notional,
+    )
 
 
 async def handle_order(deps: Deps, delivery: Delivery) -> Outcome:
@@ -14,6 +90,351 @@ async def handle_order(deps: Deps, delivery: Delivery) -> Outcome:
 
     Raises:
         UnreadableDocument, TransientStoreError, StaleAccountState: retry by the host.
-        Exception: a queue failed (the retry sends again).
+        Exception: a queue failed (the entry stays; the retry finishes it).
     """
-    raise NotImplementedError("the orders flow is being written")
+    decoded, error = delivery.decode()
+    if decoded is None:
+        assert error is not None
+        return await reject(
+            deps, delivery, identity(None, delivery.digest), [(error.code, error.message)]
+        )
+    obj = decoded.obj
+    ident = identity(obj, delivery.digest)
+    kind = obj.get("type")
+    if kind not in _KINDS:
+        got = str(kind)[:40]
+        reason = f"type must be ORDER, ORDER_DONE or ACCOUNT_CONTROL on this queue, got {got!r}"
+        return await reject(deps, delivery, ident, [("SCHEMA_INVALID", reason)])
+    try:
+        message = validate_order_message(obj)
+    except ValidationError as exc:
+        reasons = schema_reasons(exc)
+        account, order = obj.get("accountId"), obj.get("orderId")
+        if kind == "ORDER" and is_well_formed_id(account) and is_well_formed_id(order):
+            return await _decide_broken(deps, obj, reasons, delivery)
+        return await reject(deps, delivery, ident, reasons)
+    if isinstance(message, Order):
+        return await _order(deps, message, delivery)
+    if isinstance(message, OrderDone):
+        return await _order_done(deps, message, delivery)
+    return await _control(deps, message, delivery)
+
+
+# --- one conditional write per message ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Change:
+    """What a message does to its account: the document to write (with its entry, which
+    carries the record) and the outcome."""
+
+    account: AccountDoc
+    entry: Entry
+    outcome: Outcome
+    #: The record was created with the account (the entry had no alert to send first).
+    batched: bool = False
+
+
+Decide = Callable[[AccountDoc, bool], Awaitable[_Change]]
+Redelivered = Callable[[AccountDoc], Awaitable[Outcome]]
+
+
+async def _on_account(
+    deps: Deps, account_id: str, key: str, decide: Decide, again: Redelivered
+) -> Outcome:
+    """Read the account (or start an empty one), hand a redelivery to ``again``, else
+    write ``decide``'s change in one conditional write, then finish its entry.
+
+    Raises:
+        UnreadableDocument, TransientStoreError, StaleAccountState: retry by the host.
+        Exception: a queue failed.
+    """
+
+    async def attempt(n: int) -> _Change | Outcome:
+        async with deps.runtime.account_locks.hold(account_id):
+            read = await deps.store.read_account(account_id, fresh=n > 0)
+            account = read or AccountDoc(account_id)
+            if key in account.recent_ids:
+                return await again(account)
+            if account.evicted and await deps.store.existing_records(account_id, [key]):
+                return await again(account)
+            drop = await outbox.settle(deps, account_id, account.pending)
+            change = await decide(account.without(drop), read is not None)
+            ratio = deps.settings.margin_call_ratio
+            after = value(change.account.ledger, deps.catalog, ratio)
+            # Nothing to send before the record (no alert): it goes with the account.
+            entry = change.entry
+            batched = entry.record if not entry.alerts else None
+            await deps.store.write_account(change.account, after, account.etag, batched)
+            return replace(change, batched=batched is not None)
+
+    result = await until_written(attempt, deps.sleep, f"account {account_id}")
+    if isinstance(result, Outcome):
+        return result
+    record = result.entry.record
+    if not result.batched:
+        await outbox.finish(deps, account_id, result.entry)  # alerts, decision, record
+    elif isinstance(record, OrderRecord):  # recorded with the account: send the decision
+        await deps.decisions.send((record.decision,))
+    return result.outcome
+
+
+def _written(account: AccountDoc, key: str, entry: Entry, now: datetime) -> AccountDoc:
+    """``account`` with the message's key and entry, one version on."""
+    return replace(account.with_event(key, entry), version=account.version + 1, updated_at=now)
+
+
+async def _resend(deps: Deps, account: AccountDoc, key: str, delivery: Delivery) -> Outcome:
+    """A redelivered ORDER: complete its entry if one is left, and send its decision again
+    (every redelivery does: same decisionId, same content)."""
+    account_id = account.account_id
+    entry = account.entry(key)
+    record = entry.record if entry is not None else None
+    if entry is not None:
+        done = await outbox.complete(deps, account_id, entry, delivery)
+        if done.state == "FINISHED":  # sent with the entry
+            return Outcome("DUPLICATE", key, account_id, done.alerts, "decision repaired")
+    else:
+        record = await deps.store.read_record(account_id, key)
+    if isinstance(record, OrderRecord):
+        await deps.decisions.send((record.decision,))
+    return Outcome("DUPLICATE", key, account_id, detail="decision sent again")
+
+
+# --- ORDER --------------------------------------------------------------------------------
+
+
+async def _order(deps: Deps, order: Order, delivery: Delivery) -> Outcome:
+    key = order_key(order.orderId)
+
+    async def decide(account: AccountDoc, exists: bool) -> _Change:
+        return await _decide_order(deps, order, account, exists, delivery)
+
+    async def again(account: AccountDoc) -> Outcome:
+        return await _resend(deps, account, key, delivery)
+
+    return await _on_account(deps, order.accountId, key, decide, again)
+
+
+async def _decide_order(
+    deps: Deps, order: Order, account: AccountDoc, exists: bool, delivery: Delivery
+) -> _Change:
+    """The decision on a valid ORDER, at the latest stored marks (pure but for that read).
+
+    Raises:
+        TransientStoreError, UnreadableDocument: a mark read failed.
+    """
+    now = deps.clock()
+    catalog, ratio = deps.catalog, deps.settings.margin_call_ratio
+    wanted = [*held_symbols(account.ledger), order.symbol]
+    marks = await latest_marks(deps, wanted, deps.settings.mark_cache_seconds)
+    current = at_latest_marks(account.ledger, marks)
+    wallets = value(current, catalog, ratio).wallets
+    available = {
+        asset: w.available_balance - open_order_margin(account.open_orders, asset, catalog)
+        for asset, w in wallets.items()
+    }
+    done_ids = await _done_ids(deps, account, order.orderId)
+    view = AccountView(
+        exists=exists,
+        has_wallet=bool(account.ledger.wallets),
+        trading_state=account.trading_state,  # type: ignore[arg-type]
+        ledger=current,
+        open_orders=account.open_orders,
+        decided_times=account.order_times,
+        done_order_ids=done_ids,
+        available_for_orders=available,
+    )
+    terms = OrderTerms(
+        order_id=order.orderId,
+        account_id=order.accountId,
+        symbol=order.symbol,
+        side=order.side,
+        order_type=order.orderType,
+        quantity=order.quantity,
+        price=order.price,
+        leverage=order.leverage,
+        submitted_at=order.submittedAt,
+        margin_mode=order.marginMode,
+        position_side=order.positionSide,
+        reduce_only=order.reduceOnly,
+    )
+    stored = marks.get(order.symbol)
+    mark = (stored.price, stored.timestamp) if stored is not None else None
+    decided = decide_order(terms, catalog, mark, view, order_settings(deps))
+    message = _decision(
+        order.accountId,
+        order.orderId,
+        order.symbol,
+        decided.decision,
+        decided.reasons,
+        decided.metrics,
+        order.correlationId,
+        now,
+    )
+    record = OrderRecord(order.orderId, order.accountId, message, (), now)
+    key = order_key(order.orderId)
+    entry = Entry(key, key, (), now, record)
+    new = _written(account, key, entry, now)
+    new = replace(new, order_times=_times(account.order_times, order.submittedAt))
+    if decided.approved:
+        new = replace(new, open_orders=(*account.open_orders, to_open_order(terms, decided)))
+    new = banded(deps, account, new)
+    kind: OutcomeKind = "APPLIED" if decided.approved else "REJECTED"
+    detail = decided.decision + _detail(decided.reasons)
+    outcome = Outcome(kind, key, order.accountId, detail=detail)
+    return _Change(new, entry, outcome)
+
+
+async def _done_ids(deps: Deps, account: AccountDoc, order_id: str) -> frozenset[str]:
+    """The orders ORDER_DONE has already ended, as far as ``order_id`` is concerned: its
+    key among the recent ids, or (once ids were trimmed) its record."""
+    key = _done_key(order_id)
+    if key in account.recent_ids:
+        return frozenset((order_id,))
+    if account.evicted and await deps.store.existing_records(account.account_id, [key]):
+        return frozenset((order_id,))
+    return frozenset()
+
+
+def _times(times: tuple[datetime, ...], submitted: datetime) -> tuple[datetime, ...]:
+    """The decided orders' ``submittedAt``, with this one, the latest kept."""
+    return (*times, submitted)[-MAX_RECENT_IDS:]
+
+
+def _decision(
+    account_id: str,
+    order_id: str,
+    symbol: str | None,
+    decision: str,
+    reasons: tuple[tuple[str, str], ...],
+    metrics: Mapping[str, Decimal],
+    correlation_id: str | None,
+    now: datetime,
+) -> OrderDecision:
+    return OrderDecision(
+        decisionId=decision_id(account_id, order_id),
+        orderId=order_id,
+        accountId=account_id,
+        symbol=symbol,
+        decision=decision,  # type: ignore[arg-type]
+        reasons=tuple(Reason(code=c, message=m[:300]) for c, m in reasons),
+        metrics={k: format_decimal(v) for k, v in metrics.items()},
+        correlationId=correlation_id,
+        decidedAt=now,
+    )
+
+
+def _detail(reasons: tuple[tuple[str, str], ...]) -> str:
+    return (": " + ",".join(code for code, _ in reasons)) if reasons else ""
+
+
+async def _decide_broken(
+    deps: Deps, obj: Mapping[str, Any], reasons: list[tuple[str, str]], delivery: Delivery
+) -> Outcome:
+    """An ORDER that breaks a field rule but names its account and order: REJECTED
+    (``SCHEMA_INVALID``), recorded on the account like any decision, plus one
+    ``TRADE_REJECTED`` alert."""
+    account_id, order_id = str(obj["accountId"]), str(obj["orderId"])
+    key = order_key(order_id)
+    symbol = obj.get("symbol") if isinstance(obj.get("symbol"), str) else None
+    correlation = obj.get("correlationId")
+    correlation = correlation if is_well_formed_id(correlation) else None
+
+    async def decide(account: AccountDoc, exists: bool) -> _Change:
+        now = deps.clock()
+        ident = Identity(key, account_id, correlation, identity(obj, delivery.digest).symbol)
+        spec = AlertSpec("TRADE_REJECTED", None, ident.symbol, tuple(reasons))
+        alerts = alerts_for([spec], ident, now)
+        message = _decision(
+            account_id,
+            order_id,
+            symbol if ident.symbol else None,
+            "REJECTED",
+            tuple(reasons),
+            {},
+            correlation,
+            now,
+        )
+        record = OrderRecord(order_id, account_id, message, alerts, now)
+        entry = Entry(key, key, alerts, now, record)
+        outcome = Outcome("REJECTED", key, account_id, alerts, "SCHEMA_INVALID")
+        return _Change(_written(account, key, entry, now), entry, outcome)
+
+    async def again(account: AccountDoc) -> Outcome:
+        return await _resend(deps, account, key, delivery)
+
+    return await _on_account(deps, account_id, key, decide, again)
+
+
+# --- ORDER_DONE and ACCOUNT_CONTROL ---------------------------------------------------------
+
+
+async def _order_done(deps: Deps, done: OrderDone, delivery: Delivery) -> Outcome:
+    """End an order: remove it from the open orders (releasing what it still reserves), or
+    — not held open — keep its id, so that a later ORDER with it is ORDER_ALREADY_DONE.
+    Sends nothing."""
+    key = _done_key(done.orderId)
+
+    async def decide(account: AccountDoc, exists: bool) -> _Change:
+        now = deps.clock()
+        record = OrderEventRecord(key, done.accountId, "orderDone", _wire(done), (), now)
+        entry = Entry(key, key, (), now, record)
+        held = any(o.order_id == done.orderId for o in account.open_orders)
+        new = _written(account, key, entry, now)
+        if held:
+            kept = tuple(o for o in account.open_orders if o.order_id != done.orderId)
+            new = replace(new, open_orders=kept)
+        detail = "open order removed" if held else "not open: its id is kept"
+        return _Change(new, entry, Outcome("APPLIED", key, done.accountId, detail=detail))
+
+    async def again(account: AccountDoc) -> Outcome:
+        return await _complete(deps, account, key, delivery)
+
+    return await _on_account(deps, done.accountId, key, decide, again)
+
+
+async def _control(deps: Deps, control: AccountControl, delivery: Delivery) -> Outcome:
+    """Set the account's trading state (an older control than the one it holds changes
+    nothing); ``TRADING_STATE_CHANGED`` when the state changes."""
+    key = _control_key(control.controlId)
+
+    async def decide(account: AccountDoc, exists: bool) -> _Change:
+        now = deps.clock()
+        held_at = account.trading_state_at
+        older = held_at is not None and control.occurredAt < held_at
+        before, after = account.trading_state, control.tradingState
+        specs: list[AlertSpec] = []
+        if not older and after != before:
+            reason = f"trading state {before} → {after}: {control.reason}"
+            reasons = (("TRADING_STATE_CHANGED", reason[:300]),)
+            specs.append(AlertSpec("TRADING_STATE_CHANGED", None, None, reasons))
+        ident = Identity(key, control.accountId)
+        alerts = alerts_for(specs, ident, now)
+        record = OrderEventRecord(key, control.accountId, "control", _wire(control), alerts, now)
+        entry = Entry(key, key, alerts, now, record)
+        new = _written(account, key, entry, now)
+        if not older:
+            new = replace(new, trading_state=after, trading_state_at=control.occurredAt)
+        detail = "older than the state held" if older else f"{before} → {after}"
+        return _Change(new, entry, Outcome("APPLIED", key, control.accountId, alerts, detail))
+
+    async def again(account: AccountDoc) -> Outcome:
+        return await _complete(deps, account, key, delivery)
+
+    return await _on_account(deps, control.accountId, key, decide, again)
+
+
+async def _complete(deps: Deps, account: AccountDoc, key: str, delivery: Delivery) -> Outcome:
+    """A redelivered ORDER_DONE or ACCOUNT_CONTROL: complete its entry if one is left."""
+    entry = account.entry(key)
+    if entry is None:
+        return Outcome("DUPLICATE", key, account.account_id)
+    done = await outbox.complete(deps, account.account_id, entry, delivery)
+    detail = {"DONE": "", "IN_FLIGHT": "in flight elsewhere", "FINISHED": "record repaired"}
+    return Outcome("DUPLICATE", key, account.account_id, done.alerts, detail[done.state])
+
+
+def _wire(message: OrderDone | AccountControl) -> dict[str, Any]:
+    """A message as its record keeps it (its wire form, without ``type``)."""
+    return message.model_dump(mode="json", exclude={"type", "schemaVersion"})
