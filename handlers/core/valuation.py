@@ -11,7 +11,7 @@ positions of the asset, isolated included). Risk states: see :func:`value`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from handlers.core.catalog import Catalog, Instrument
@@ -77,6 +77,10 @@ class Valuation:
 
     positions: tuple[PositionView, ...]
     wallets: Mapping[str, WalletView]
+    #: The catalog it was valued with (None for one built by hand): the account
+    #: document's writer settles each open order's reservation in its symbol's asset by it
+    #: (``openOrderMargin``), so the write needs no other catalog than the valuation's.
+    catalog: Catalog | None = field(default=None, compare=False, repr=False)
 
     @property
     def risk_state(self) -> RiskState:
@@ -247,7 +251,7 @@ def value(ledger: Ledger, catalog: Catalog, margin_call_ratio: Decimal) -> Valua
             out.append(views[asset][taken[asset]])
             taken[asset] += 1
         ordered = tuple(out)
-    return Valuation(positions=ordered, wallets=wallets)
+    return Valuation(positions=ordered, wallets=wallets, catalog=catalog)
 
 
 def settle_risk_states(ledger: Ledger, valuation: Valuation) -> Ledger:
