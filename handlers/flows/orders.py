@@ -437,4 +437,4 @@ async def _complete(deps: Deps, account: AccountDoc, key: str, delivery: Deliver
 
 def _wire(message: OrderDone | AccountControl) -> dict[str, Any]:
     """A message as its record keeps it (its wire form, without ``type``)."""
-    return message.model_dump(mode="json", exclude={"type", "schemaVersion"})
+    return message.model_dump(mode="json", exclude={"type"})
