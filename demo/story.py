@@ -45,6 +45,8 @@ DEMO_SETTINGS = {
     "MARKS_QUEUE": "demo-marks",
     "MARKS_FANOUT_QUEUE": "demo-marks-fanout",
     "ALERTS_QUEUE": "demo-alerts",
+    "ORDERS_QUEUE": "demo-orders",
+    "ORDER_DECISIONS_QUEUE": "demo-order-decisions",
     "COSMOS_DATABASE": "tradeguard-demo",
 }
 
@@ -408,7 +410,15 @@ class Story:
             cosmos.delete_database(self.app.cosmos_database)
         queues = QueueServiceClient.from_connection_string(self.settings["AzureWebJobsStorage"])
         app = self.app
-        for name in (app.trades_queue, app.marks_queue, app.marks_fanout_queue, app.alerts_queue):
+        names = (
+            app.trades_queue,
+            app.marks_queue,
+            app.marks_fanout_queue,
+            app.alerts_queue,
+            app.orders_queue,
+            app.order_decisions_queue,
+        )
+        for name in names:
             for queue in (name, f"{name}-poison"):
                 with contextlib.suppress(ResourceNotFoundError):
                     queues.delete_queue(queue)

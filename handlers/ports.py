@@ -12,7 +12,7 @@ from handlers.core import documents as doc
 from handlers.core.contracts import Alert, OrderDecision
 from handlers.core.valuation import Valuation
 
-__all__ = ["AlertSink", "LedgerStore", "MessageSink"]
+__all__ = ["AlertSink", "DecisionSink", "LedgerStore", "MessageSink"]
 
 
 class LedgerStore(Protocol):

@@ -7,6 +7,9 @@ dead-letter only what truly cannot be applied.
 - marks: a readable MARK / MARKS is processed as a retry — applied when it is still the
   newest for its symbol, its entries on the holders completed when a newer mark superseded
   it — so a mark is never dead-lettered for being slow; fan-out units likewise;
+- orders: a body whose rejection exists (an unreadable one's ``rejection:<digest>``) is
+  completed as a duplicate; any other body, a decided order's included, is dead-lettered
+  (an order is never decided from the poison queue);
 - a body that cannot be read is completed if its rejection exists, else dead-lettered.
 
 The poison delivery is a retry of the original message (whose invocations failed); for the
@@ -40,7 +43,7 @@ async def process_poison(
     raw: bytes, deps: Deps, source_queue: str, dequeue_count: int = 1
 ) -> list[Outcome]:
     """Process a body of ``<source_queue>-poison`` (``source_queue``: the configured name
-    of the trades, marks or marks fan-out queue).
+    of the trades, marks, marks fan-out or orders queue).
 
     Raises:
         TransientStoreError: the store is unavailable (the host leaves the body on the
@@ -59,6 +62,8 @@ async def process_poison(
         if source_queue == settings.marks_queue:
             if decoded is not None and _readable_marks(deps, decoded):
                 return await handle_marks(deps, delivery)
+            return [await _unreadable(deps, delivery, decoded)]
+        if source_queue == settings.orders_queue:
             return [await _unreadable(deps, delivery, decoded)]
         done = await _trade_done(deps, delivery, decoded)
     except UnreadableDocument as exc:  # a stored document it needs cannot be read
