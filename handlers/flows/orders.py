@@ -48,7 +48,7 @@ from handlers.flows.delivery import Delivery, Identity, alerts_for, identity, sc
 from handlers.flows.deps import Deps, Outcome, OutcomeKind
 from handlers.flows.rejections import reject
 
-__all__ = ["decision_id", "handle_order", "order_key", "order_settings"]
+__all__ = ["complete_poisoned", "decision_id", "handle_order", "order_key", "order_settings"]
 
 _KINDS = ("ORDER", "ORDER_DONE", "ACCOUNT_CONTROL")
 
@@ -438,3 +438,37 @@ async def _complete(deps: Deps, account: AccountDoc, key: str, delivery: Deliver
 def _wire(message: OrderDone | AccountControl) -> dict[str, Any]:
     """A message as its record keeps it (its wire form, without ``type``)."""
     return message.model_dump(mode="json", exclude={"type"})
+
+
+# --- the poison queue -------------------------------------------------------------------
+
+
+async def complete_poisoned(
+    deps: Deps, delivery: Delivery, obj: Mapping[str, Any]
+) -> Outcome | None:
+    """A poisoned orders body that was in fact decided (its key on the account, or its
+    record): completed as a redelivery (an ORDER sends its recorded decision again); None
+    for any other body (it is dead-lettered: nothing is decided from the poison queue).
+
+    Raises:
+        UnreadableDocument, TransientStoreError: the store failed.
+        Exception: a queue failed.
+    """
+    kind, account_id = obj.get("type"), obj.get("accountId")
+    field, key_of = {
+        "ORDER": ("orderId", order_key),
+        "ORDER_DONE": ("orderId", _done_key),
+        "ACCOUNT_CONTROL": ("controlId", _control_key),
+    }.get(str(kind), ("", order_key))
+    own = obj.get(field) if field else None
+    if not (is_well_formed_id(account_id) and is_well_formed_id(own)):
+        return None
+    account_id, key = str(account_id), key_of(str(own))
+    account = await deps.store.read_account(account_id, fresh=True)
+    known = account is not None and key in account.recent_ids
+    if not known and not await deps.store.existing_records(account_id, [key]):
+        return None
+    account = account or AccountDoc(account_id)
+    if kind == "ORDER":
+        return await _resend(deps, account, key, delivery)
+    return await _complete(deps, account, key, delivery)
