@@ -28,6 +28,7 @@ __all__ = [
     "m_abs",
     "m_add",
     "m_div",
+    "m_integral",
     "m_minus",
     "m_mul",
     "m_sub",
@@ -62,6 +63,7 @@ m_mul = _CALC.multiply
 m_div = _CALC.divide
 m_abs = _CALC.abs
 m_minus = _CALC.minus
+m_integral = _CALC.to_integral_value
 _m_quantize = _CALC.quantize
 _m_normalize = _CALC.normalize
 #: Values with ``adjusted()`` at most this have ≤ 59 digits at 18 places: MONEY holds them.

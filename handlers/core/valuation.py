@@ -88,7 +88,8 @@ class Valuation:
 
     def position(self, symbol: str, side: str) -> PositionView | None:
         for view in self.positions:
-            if view.position.key == (symbol, side):
+            p = view.position
+            if p.symbol == symbol and p.position_side == side:
                 return view
         return None
 
@@ -340,9 +341,18 @@ def settle_risk_states(ledger: Ledger, valuation: Valuation) -> Ledger:
             wallets[asset] = Wallet(asset, view.wallet_balance, view.risk_state)
     states: dict[tuple[str, str], RiskState] = {}
     for v in valuation.positions:  # the first view of a key, as Valuation.position finds it
-        states.setdefault((v.position.symbol, v.position.position_side), v.risk_state)
-    positions: list[Position] = []
-    for p in ledger.positions:
+        p = v.position
+        key = (p.symbol, p.position_side)
+        if key not in states:
+            states[key] = v.risk_state
+    held = ledger.positions
+    positions: list[Position] | None = None  # None while every position keeps its state
+    for n, p in enumerate(held):
         state = states.get((p.symbol, p.position_side), "NORMAL")
-        positions.append(p if p.risk_state == state else replace(p, risk_state=state))
-    return Ledger(wallets=wallets, positions=tuple(positions))
+        if p.risk_state != state:
+            if positions is None:
+                positions = list(held[:n])
+            positions.append(replace(p, risk_state=state))
+        elif positions is not None:
+            positions.append(p)
+    return Ledger(wallets=wallets, positions=held if positions is None else tuple(positions))
