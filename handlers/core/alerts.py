@@ -16,7 +16,7 @@ from decimal import Decimal
 from handlers.core.catalog import Instrument
 from handlers.core.contracts import Alert, AlertType, Fill, Reason
 from handlers.core.decimals import format_decimal, m_abs, m_div, m_sub
-from handlers.core.state import Ledger
+from handlers.core.state import Ledger, RiskState
 from handlers.core.valuation import PositionView, Valuation
 
 __all__ = [
@@ -266,7 +266,7 @@ def risk_alerts(before: Ledger, after: Valuation) -> list[AlertSpec]:
                     },
                 )
             )
-    old_iso: dict[tuple[str, str], str] = {}
+    old_iso: dict[tuple[str, str], RiskState] = {}
     for p in before.positions:
         if p.margin_mode == "ISOLATED" and p.quantity != 0:
             old_iso[(p.symbol, p.position_side)] = p.risk_state
