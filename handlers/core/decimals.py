@@ -85,9 +85,10 @@ def parse_decimal(text: str, max_digits: int = MAX_SIGNIFICANT_DIGITS) -> Decima
     match = _DECIMAL_RE.fullmatch(text)
     if match is None or not text.isascii():
         raise ValueError(f"not a decimal: {text[:40]!r}")
-    digits = (match.group(1) + (match.group(2) or "")).lstrip("0")
-    if len(digits) > max_digits:
-        raise ValueError(f"more than {max_digits} significant digits")
+    if len(text) > max_digits:  # else it has at most max_digits digits of any kind
+        digits = (match.group(1) + (match.group(2) or "")).lstrip("0")
+        if len(digits) > max_digits:
+            raise ValueError(f"more than {max_digits} significant digits")
     value = Decimal(text)
     return value + 0 if value.is_zero() else value  # -0 reads as 0
 

@@ -144,17 +144,18 @@ def _value_group(
     iso_sum = cross_upnl = cross_im = cross_mm = ZERO
     all_upnl = all_im = all_mm = ZERO
     for row in rows:
+        im, mm, upnl = row[4], row[5], row[6]
         mode = row[0].margin_mode
         if mode == "CROSS":
             cross.append(row)
-            cross_upnl = m_add(cross_upnl, row[6])
-            cross_im = m_add(cross_im, row[4])
-            cross_mm = m_add(cross_mm, row[5])
+            cross_upnl = m_add(cross_upnl, upnl)
+            cross_im = m_add(cross_im, im)
+            cross_mm = m_add(cross_mm, mm)
         elif mode == "ISOLATED":
             iso_sum = m_add(iso_sum, row[0].isolated_margin)
-        all_upnl = m_add(all_upnl, row[6])
-        all_im = m_add(all_im, row[4])
-        all_mm = m_add(all_mm, row[5])
+        all_upnl = m_add(all_upnl, upnl)
+        all_im = m_add(all_im, im)
+        all_mm = m_add(all_mm, mm)
     cross_wallet = m_sub(balance, iso_sum)
     cross_mb = m_add(cross_wallet, cross_upnl)
     state: RiskState = "NORMAL"
@@ -164,7 +165,8 @@ def _value_group(
         ratio = m_div(cross_mm, cross_mb) if cross_mb > 0 else None
         # Cross liquidation price per symbol: other symbols enter with MM and uPnL.
         reached = False
-        for symbol in sorted({r[0].symbol for r in cross}):
+        symbols = [r[0].symbol for r in cross]
+        for symbol in sorted(set(symbols)) if len(symbols) > 1 else symbols:
             mine: list[_Row] = []
             other_mm = other_upnl = ZERO
             for r in cross:
@@ -291,7 +293,8 @@ def value(ledger: Ledger, catalog: Catalog, margin_call_ratio: Decimal) -> Valua
         positions = tuple(mine) if mine is not None else ()
         held = wallets_in.get(asset)
         balance = held.balance if held is not None else ZERO
-        key = _Key(asset, margin_call_ratio, balance, positions)
+        parts = (asset, margin_call_ratio, balance, positions)
+        key = _new_key(_Key, (hash(parts), *parts))
         group = cache.get(key)
         if group is None:
             rows = [_row(p, instruments[p.symbol]) for p in positions]
@@ -308,21 +311,18 @@ def value(ledger: Ledger, catalog: Catalog, margin_call_ratio: Decimal) -> Valua
 
 
 class _Key(tuple[object, ...]):
-    """A memo key: (its hash, asset, call ratio, balance, positions). Its hash is computed
-    once (a tuple computes its own at every dict operation); equal keys compare equal
-    element by element, the hash first."""
+    """A memo key: (its hash, asset, call ratio, balance, positions), built by
+    ``_new_key(_Key, (hash(parts), *parts))``. Its hash is computed once (a tuple computes
+    its own at every dict operation); equal keys compare equal element by element, the
+    hash first."""
 
     __slots__ = ()
 
-    def __new__(
-        cls, asset: str, ratio: Decimal, balance: Decimal, positions: tuple[Position, ...]
-    ) -> _Key:
-        return tuple.__new__(
-            cls, (hash((asset, ratio, balance, positions)), asset, ratio, balance, positions)
-        )
-
     def __hash__(self) -> int:
         return self[0]  # type: ignore[return-value]
+
+
+_new_key = tuple.__new__
 
 
 def settle_risk_states(ledger: Ledger, valuation: Valuation) -> Ledger:

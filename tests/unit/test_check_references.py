@@ -1,8 +1,9 @@
 """The FILL checks' shortcuts give exactly what the general code gives.
 
 ``is_multiple`` divides in MONEY's own context's methods when MONEY's precision is the
-one it needs, and ``parse_timestamp`` returns a ``Z`` timestamp as soon as it is UTC and
-whole milliseconds; each is compared here with the code it shortcuts.
+one it needs; ``parse_timestamp`` returns a ``Z`` timestamp as soon as it is UTC and
+whole milliseconds; ``parse_decimal`` counts digits only in a text longer than the
+limit; each is compared here with the code it shortcuts.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from decimal import Decimal, InvalidOperation, localcontext
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from handlers.core.decimals import MONEY
+from handlers.core.decimals import _DECIMAL_RE, MONEY, parse_decimal
 from handlers.core.fields import _TS_RE, parse_timestamp
 from handlers.core.validation import is_multiple
 
@@ -83,3 +84,33 @@ def test_parse_timestamp_is_the_general_conversion(
     assert got == want
     if isinstance(got, datetime) and isinstance(want, datetime):
         assert got.tzinfo is want.tzinfo and repr(got) == repr(want)
+
+
+def _parse_decimal_reference(text: str, max_digits: int) -> Decimal:
+    match = _DECIMAL_RE.fullmatch(text)
+    if match is None or not text.isascii():
+        raise ValueError("pattern")
+    digits = (match.group(1) + (match.group(2) or "")).lstrip("0")
+    if len(digits) > max_digits:
+        raise ValueError("digits")
+    value = Decimal(text)
+    return value + 0 if value.is_zero() else value
+
+
+@settings(max_examples=3000)
+@given(
+    st.from_regex(
+        r"-?0{0,3}[0-9]{1,45}(\.[0-9]{1,45}0{0,3})?([eE][-+]?[0-9]{1,3})?", fullmatch=True
+    ),
+    st.sampled_from([5, 18, 40, 60]),
+)
+def test_parse_decimal_counts_digits_as_before(text: str, max_digits: int) -> None:
+    try:
+        want: object = str(_parse_decimal_reference(text, max_digits))
+    except ValueError:
+        want = ValueError
+    try:
+        got: object = str(parse_decimal(text, max_digits))
+    except ValueError:
+        got = ValueError
+    assert got == want
