@@ -246,8 +246,8 @@ def one_leg_liquidation(
     terms = m_add(ZERO, m_div(qcs, entry_price) if inverse else m_mul(qcs, entry_price))
     base = m_add(m_sub(wallet, other_maint), other_upnl)
     index = bisect_right(caps, m_div(size, mark) if inverse else m_mul(size, mark))
-    seen: dict[int, Liquidation] = {}
-    result: Liquidation | None = None
+    seen: dict[int, tuple[Decimal, bool]] = {}  # (price, falls_to) by bracket index
+    result: tuple[Decimal, bool] | None = None
     for _ in range(MAX_BRACKET_ITERATIONS):
         full = m_add(base, amounts[index])
         if inverse:
@@ -261,13 +261,14 @@ def one_leg_liquidation(
         price = m_div(num, den)
         if not price > 0:
             return None
-        result = seen[index] = Liquidation(price, num > 0 if inverse else den < 0)
+        result = seen[index] = (price, num > 0 if inverse else den < 0)
         next_index = bisect_right(caps, m_div(size, price) if inverse else m_mul(size, price))
         if next_index == index:
-            return result
+            break
         if next_index in seen:  # a cycle: the result of the higher bracket
             numbers = instrument.brackets
             higher = numbers[index].bracket > numbers[next_index].bracket
-            return seen[index if higher else next_index]
+            result = seen[index if higher else next_index]
+            break
         index = next_index
-    return result
+    return Liquidation(*result) if result is not None else None
