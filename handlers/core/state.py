@@ -73,6 +73,13 @@ class Position:
     risk_state: RiskState
     updated_at: datetime
 
+    def __hash__(self) -> int:
+        # Consistent with the generated __eq__ (equal positions agree on these fields), and
+        # fewer objects to read than all thirteen fields: the valuation memo hashes positions.
+        return hash(
+            (self.symbol, self.position_side, self.quantity, self.mark_price, self.updated_at)
+        )
+
     @property
     def key(self) -> tuple[str, str]:
         return (self.symbol, self.position_side)

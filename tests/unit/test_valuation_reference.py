@@ -11,7 +11,7 @@ same ``str`` of every number), and so must the memo's second answer.
 from __future__ import annotations
 
 import random
-from dataclasses import fields
+from dataclasses import fields, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -268,3 +268,26 @@ def test_one_leg_liquidation_over_a_wide_sweep() -> None:
         got = one_leg_liquidation(inst, qty, entry, mark, wallet, *other)
         want = _one_leg_reference(inst, Leg(qty, entry), mark, wallet, *other)
         assert _digits(got) == _digits(want), (inst.symbol, qty, entry, mark, wallet, other)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    _ledgers(),
+    st.sampled_from([f.name for f in fields(Position)]),
+    st.sampled_from([0, 1, -1]),
+)
+def test_position_hash_agrees_with_equality(ledger: Ledger, name: str, change: int) -> None:
+    """Position hashes five of its fields (the memo hashes positions): equal positions,
+    however built, hash alike."""
+    for p in ledger.positions:
+        value_now = getattr(p, name)
+        other = value_now
+        if isinstance(value_now, Decimal):
+            other = value_now + change  # 0: an equal Decimal that is another object
+        elif isinstance(value_now, int) and not isinstance(value_now, bool):
+            other = value_now + change
+        twin = replace(p, **{name: other})
+        assert (twin == p) == (other == value_now)
+        if twin == p:
+            assert hash(twin) == hash(p)
+        assert hash(replace(p)) == hash(p)
