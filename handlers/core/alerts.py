@@ -11,12 +11,12 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal, localcontext
+from decimal import Decimal
 
 from handlers.core.catalog import Instrument
 from handlers.core.contracts import Alert, AlertType, Fill, Reason
-from handlers.core.decimals import MONEY, format_decimal
-from handlers.core.state import Ledger
+from handlers.core.decimals import format_decimal, m_abs, m_div, m_sub
+from handlers.core.state import Ledger, RiskState
 from handlers.core.valuation import PositionView, Valuation
 
 __all__ = [
@@ -119,104 +119,111 @@ def fill_alerts(
     :func:`risk_alerts`)."""
     out: list[AlertSpec] = []
     asset = instrument.settle_asset
-    scope = f"{fill.symbol}:{fill.positionSide}"
-    view = after.position(fill.symbol, fill.positionSide)
+    symbol = fill.symbol
+    side = fill.positionSide
+    scope = f"{symbol}:{side}"
+    view = None
+    for found in after.positions:  # as Valuation.position: the first of the key
+        p = found.position
+        if p.symbol == symbol and p.position_side == side:
+            view = found
+            break
     wallet = after.wallets.get(asset)
-    with localcontext(MONEY):
-        if wallet is not None and wallet.cross_initial_margin > wallet.cross_margin_balance:
-            out.append(
-                AlertSpec(
-                    "INSUFFICIENT_MARGIN",
-                    scope=asset,
-                    symbol=fill.symbol,
-                    reasons=(
-                        (
-                            "INSUFFICIENT_MARGIN",
-                            f"cross initial margin {format_decimal(wallet.cross_initial_margin)} "
-                            f"> cross margin balance {format_decimal(wallet.cross_margin_balance)} {asset}",
-                        ),
+    # Every operation below in MONEY (m_*); comparisons need no context.
+    if wallet is not None and wallet.cross_initial_margin > wallet.cross_margin_balance:
+        out.append(
+            AlertSpec(
+                "INSUFFICIENT_MARGIN",
+                scope=asset,
+                symbol=symbol,
+                reasons=(
+                    (
+                        "INSUFFICIENT_MARGIN",
+                        f"cross initial margin {format_decimal(wallet.cross_initial_margin)} "
+                        f"> cross margin balance {format_decimal(wallet.cross_margin_balance)} {asset}",
                     ),
-                    metrics={
-                        "initialMargin": wallet.cross_initial_margin,
-                        "marginBalance": wallet.cross_margin_balance,
-                        "maintMargin": wallet.cross_maint_margin,
-                        "marginRatio": wallet.margin_ratio,
-                    },
-                )
+                ),
+                metrics={
+                    "initialMargin": wallet.cross_initial_margin,
+                    "marginBalance": wallet.cross_margin_balance,
+                    "maintMargin": wallet.cross_maint_margin,
+                    "marginRatio": wallet.margin_ratio,
+                },
             )
-        if view is not None:
-            allowed = [b for b in instrument.brackets if b.max_leverage >= view.position.leverage]
-            cap = allowed[-1].notional_cap if allowed else Decimal(0)
-            if view.notional >= cap:
-                out.append(
-                    AlertSpec(
-                        "LEVERAGE_BRACKET_BREACH",
-                        scope=scope,
-                        symbol=fill.symbol,
-                        reasons=(
-                            (
-                                "LEVERAGE_BRACKET_BREACH",
-                                f"notional {format_decimal(view.notional)} ≥ {format_decimal(cap)}, "
-                                f"the cap for leverage {view.position.leverage}",
-                            ),
-                        ),
-                        metrics=_position_metrics(view),
-                    )
-                )
-        if stored_mark is not None:
-            deviation = abs(fill.price - stored_mark) / stored_mark
-            if deviation > instrument.price_band:
-                out.append(
-                    AlertSpec(
-                        "PRICE_DEVIATION",
-                        scope=scope,
-                        symbol=fill.symbol,
-                        reasons=(
-                            (
-                                "PRICE_DEVIATION",
-                                f"fill price {format_decimal(fill.price)} is "
-                                f"{format_decimal(deviation)} from the mark "
-                                f"{format_decimal(stored_mark)} (band {format_decimal(instrument.price_band)})",
-                            ),
-                        ),
-                        metrics={"markPrice": stored_mark},
-                    )
-                )
-        limit = thresholds.position_limit_notional.get(asset)
-        if view is not None and limit is not None and view.notional > limit:
+        )
+    if view is not None:
+        leverage = view.position.leverage
+        cap = instrument.leverage_cap(leverage)  # the last bracket allowing it; 0: none
+        if view.notional >= cap:
             out.append(
                 AlertSpec(
-                    "POSITION_LIMIT",
+                    "LEVERAGE_BRACKET_BREACH",
                     scope=scope,
-                    symbol=fill.symbol,
+                    symbol=symbol,
                     reasons=(
                         (
-                            "POSITION_LIMIT",
-                            f"position notional {format_decimal(view.notional)} > limit "
-                            f"{format_decimal(limit)} {asset}",
+                            "LEVERAGE_BRACKET_BREACH",
+                            f"notional {format_decimal(view.notional)} ≥ {format_decimal(cap)}, "
+                            f"the cap for leverage {leverage}",
                         ),
                     ),
                     metrics=_position_metrics(view),
                 )
             )
-        large = thresholds.large_trade_notional.get(asset)
-        fill_notional = instrument.notional(fill.quantity, fill.price)
-        if large is not None and fill_notional >= large:
+    if stored_mark is not None:
+        deviation = m_div(m_abs(m_sub(fill.price, stored_mark)), stored_mark)
+        if deviation > instrument.price_band:
             out.append(
                 AlertSpec(
-                    "LARGE_TRADE",
+                    "PRICE_DEVIATION",
                     scope=scope,
-                    symbol=fill.symbol,
+                    symbol=symbol,
                     reasons=(
                         (
-                            "LARGE_TRADE",
-                            f"fill notional {format_decimal(fill_notional)} ≥ "
-                            f"{format_decimal(large)} {asset}",
+                            "PRICE_DEVIATION",
+                            f"fill price {format_decimal(fill.price)} is "
+                            f"{format_decimal(deviation)} from the mark "
+                            f"{format_decimal(stored_mark)} (band {format_decimal(instrument.price_band)})",
                         ),
                     ),
-                    metrics={"notional": fill_notional, "leverage": Decimal(fill.leverage)},
+                    metrics={"markPrice": stored_mark},
                 )
             )
+    limit = thresholds.position_limit_notional.get(asset)
+    if view is not None and limit is not None and view.notional > limit:
+        out.append(
+            AlertSpec(
+                "POSITION_LIMIT",
+                scope=scope,
+                symbol=symbol,
+                reasons=(
+                    (
+                        "POSITION_LIMIT",
+                        f"position notional {format_decimal(view.notional)} > limit "
+                        f"{format_decimal(limit)} {asset}",
+                    ),
+                ),
+                metrics=_position_metrics(view),
+            )
+        )
+    large = thresholds.large_trade_notional.get(asset)
+    fill_notional = instrument.notional(fill.quantity, fill.price)
+    if large is not None and fill_notional >= large:
+        out.append(
+            AlertSpec(
+                "LARGE_TRADE",
+                scope=scope,
+                symbol=symbol,
+                reasons=(
+                    (
+                        "LARGE_TRADE",
+                        f"fill notional {format_decimal(fill_notional)} ≥ "
+                        f"{format_decimal(large)} {asset}",
+                    ),
+                ),
+                metrics={"notional": fill_notional, "leverage": Decimal(fill.leverage)},
+            )
+        )
     return out
 
 
@@ -236,10 +243,15 @@ def risk_alerts(before: Ledger, after: Valuation) -> list[AlertSpec]:
     ``SYMBOL:POSITIONSIDE``); an isolated position that is gone or closed counts as NORMAL.
     """
     out: list[AlertSpec] = []
-    for asset in sorted(set(before.wallets) | set(after.wallets)):
-        old = before.wallets[asset].risk_state if asset in before.wallets else "NORMAL"
-        view = after.wallets.get(asset)
+    before_wallets = before.wallets
+    after_wallets = after.wallets
+    for asset in sorted(before_wallets.keys() | after_wallets.keys()):
+        held = before_wallets.get(asset)
+        old = held.risk_state if held is not None else "NORMAL"
+        view = after_wallets.get(asset)
         new = view.risk_state if view else "NORMAL"
+        if old == new:  # no transition
+            continue
         kind = _TRANSITIONS.get((old, new))
         if kind and view is not None:
             out.append(
@@ -255,11 +267,17 @@ def risk_alerts(before: Ledger, after: Valuation) -> list[AlertSpec]:
                     },
                 )
             )
-    old_iso = {
-        p.key: p.risk_state for p in before.positions if p.margin_mode == "ISOLATED" and p.is_open
-    }
-    new_iso = {v.position.key: v for v in after.positions if v.position.margin_mode == "ISOLATED"}
-    for key in sorted(set(old_iso) | set(new_iso)):
+    old_iso: dict[tuple[str, str], RiskState] = {}
+    for p in before.positions:
+        if p.margin_mode == "ISOLATED" and p.quantity != 0:
+            old_iso[(p.symbol, p.position_side)] = p.risk_state
+    new_iso: dict[tuple[str, str], PositionView] = {}
+    for v in after.positions:
+        if v.position.margin_mode == "ISOLATED":
+            new_iso[(v.position.symbol, v.position.position_side)] = v
+    if not old_iso and not new_iso:
+        return out
+    for key in sorted(old_iso.keys() | new_iso.keys()):
         old = old_iso.get(key, "NORMAL")
         iso_view = new_iso.get(key)
         new = iso_view.risk_state if iso_view else "NORMAL"

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 from bisect import bisect_right
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
 from pathlib import Path
 from typing import Any, Literal
 
-from handlers.core.decimals import MONEY, m_abs, m_div, m_mul, m_sub, parse_decimal
+from handlers.core.decimals import MONEY, m_abs, m_add, m_div, m_mul, m_sub, parse_decimal
 from handlers.errors import ConfigurationError
 
 __all__ = ["Bracket", "Catalog", "Instrument", "Memo", "load_catalog", "parse_catalog"]
@@ -59,6 +60,13 @@ class Instrument:
     is_inverse: bool = field(init=False, repr=False, compare=False)
     #: notional caps of the brackets, in order (bisect finds the bracket of a notional)
     caps: tuple[Decimal, ...] = field(init=False, repr=False, compare=False)
+    #: the caps but the last: ``bisect_right`` over them is the index of the bracket of a
+    #: notional (the last bracket above its cap)
+    inner_caps: tuple[Decimal, ...] = field(init=False, repr=False, compare=False)
+    #: by bracket index: maintMarginRatio, and maintAmount as ``0 + maintAmount`` in MONEY
+    #: (the term the liquidation price adds)
+    maint_ratios: tuple[Decimal, ...] = field(init=False, repr=False, compare=False)
+    maint_terms: tuple[Decimal, ...] = field(init=False, repr=False, compare=False)
     #: by leverage 0..125: the cap of the highest bracket whose maxLeverage ≥ it (0: none)
     leverage_caps: tuple[Decimal, ...] = field(init=False, repr=False, compare=False)
 
@@ -70,6 +78,11 @@ class Instrument:
             by_leverage.append(allowed[-1].notional_cap if allowed else zero)
         object.__setattr__(self, "is_inverse", self.contract_type == "INVERSE")
         object.__setattr__(self, "caps", tuple(b.notional_cap for b in self.brackets))
+        object.__setattr__(self, "inner_caps", self.caps[:-1])
+        ratios = tuple(b.maint_margin_ratio for b in self.brackets)
+        object.__setattr__(self, "maint_ratios", ratios)
+        terms = tuple(m_add(zero, b.maint_amount) for b in self.brackets)
+        object.__setattr__(self, "maint_terms", terms)
         object.__setattr__(self, "leverage_caps", tuple(by_leverage))
 
     @property
@@ -90,9 +103,7 @@ class Instrument:
 
     def bracket_for(self, notional: Decimal) -> Bracket:
         """The bracket whose [floor, cap) holds ``notional`` (the last one above its cap)."""
-        brackets = self.brackets
-        index = bisect_right(self.caps, notional)
-        return brackets[index] if index < len(brackets) else brackets[-1]
+        return self.brackets[bisect_right(self.inner_caps, notional)]
 
     def leverage_cap(self, leverage: int) -> Decimal:
         """The notional cap of the highest bracket whose maxLeverage ≥ ``leverage`` (0 when
@@ -106,21 +117,26 @@ class Instrument:
 class Memo:
     """A bounded map of results of pure functions of one catalog (least recently used out).
 
-    Safe to share between threads: single dict operations are atomic, and a race only
-    loses an entry (recomputed next time), never mixes one up.
+    Safe to share between threads: each operation on the ordered dict is atomic, and a
+    race only loses an entry (recomputed next time), never mixes one up. (An ordered dict
+    drops its oldest entry in constant time; a plain dict's first entry sits behind the
+    holes its evictions leave, which ``next(iter(...))`` walks.)
     """
 
     __slots__ = ("_items", "size")
 
     def __init__(self, size: int = 4096) -> None:
-        self._items: dict[Any, Any] = {}
+        self._items: OrderedDict[Any, Any] = OrderedDict()
         self.size = size
 
     def get(self, key: Any) -> Any:
         items = self._items
-        found = items.pop(key, None)
+        found = items.get(key)
         if found is not None:
-            items[key] = found  # most recently used last
+            try:  # noqa: SIM105 - contextlib.suppress costs a context manager a lookup
+                items.move_to_end(key)  # most recently used last
+            except KeyError:  # evicted by another thread meanwhile
+                pass
         return found
 
     def put(self, key: Any, found: Any) -> None:
@@ -128,8 +144,8 @@ class Memo:
         items[key] = found
         while len(items) > self.size:
             try:
-                del items[next(iter(items))]
-            except (KeyError, RuntimeError, StopIteration):
+                items.popitem(last=False)
+            except KeyError:
                 break
 
     def __len__(self) -> int:

@@ -28,6 +28,7 @@ __all__ = [
     "m_abs",
     "m_add",
     "m_div",
+    "m_integral",
     "m_minus",
     "m_mul",
     "m_sub",
@@ -62,6 +63,7 @@ m_mul = _CALC.multiply
 m_div = _CALC.divide
 m_abs = _CALC.abs
 m_minus = _CALC.minus
+m_integral = _CALC.to_integral_value
 _m_quantize = _CALC.quantize
 _m_normalize = _CALC.normalize
 #: Values with ``adjusted()`` at most this have ≤ 59 digits at 18 places: MONEY holds them.
@@ -83,9 +85,10 @@ def parse_decimal(text: str, max_digits: int = MAX_SIGNIFICANT_DIGITS) -> Decima
     match = _DECIMAL_RE.fullmatch(text)
     if match is None or not text.isascii():
         raise ValueError(f"not a decimal: {text[:40]!r}")
-    digits = (match.group(1) + (match.group(2) or "")).lstrip("0")
-    if len(digits) > max_digits:
-        raise ValueError(f"more than {max_digits} significant digits")
+    if len(text) > max_digits:  # else it has at most max_digits digits of any kind
+        digits = (match.group(1) + (match.group(2) or "")).lstrip("0")
+        if len(digits) > max_digits:
+            raise ValueError(f"more than {max_digits} significant digits")
     value = Decimal(text)
     return value + 0 if value.is_zero() else value  # -0 reads as 0
 

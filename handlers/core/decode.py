@@ -12,6 +12,7 @@ import binascii
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,6 +132,8 @@ _FAST_DECODER = json.JSONDecoder(
     parse_constant=_reject_constant,
     object_pairs_hook=_unique_pairs,
 )
+_scan_once: Callable[[str, int], tuple[Any, int]] = _FAST_DECODER.scan_once  # type: ignore[attr-defined]
+_JSON_WS = " \t\n\r"
 
 
 def _depth(text: str) -> int | None:
@@ -187,12 +190,14 @@ def decode_body(raw: bytes) -> DecodedBody:
     except UnicodeDecodeError as exc:
         raise BodyError("MALFORMED", "the body is not UTF-8") from exc
     if text.count("[") + text.count("{") <= MAX_DEPTH:
+        # ``_FAST_DECODER.decode(text)`` without its two Python frames: the text starts
+        # with no whitespace, and only JSON whitespace may follow the value.
         try:
-            fast = _FAST_DECODER.decode(text)
+            fast, end = _scan_once(text, 0)
         except Exception:  # noqa: S110 - the full decoding below classifies every failure
             pass
         else:
-            if isinstance(fast, dict):
+            if isinstance(fast, dict) and not text[end:].strip(_JSON_WS):
                 return DecodedBody(obj=fast, digest=digest)
     pairs = _Pairs()
     try:

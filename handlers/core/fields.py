@@ -164,6 +164,8 @@ def parse_timestamp(value: object) -> datetime:
             raise ValueError(f"not a valid date/time: {exc}") from exc
         fraction = (match.group(1) or ".")[1:]
         parsed = parsed.replace(microsecond=int((fraction + "000")[:3]) * 1000)
+        if zone == "Z":  # already UTC, whole milliseconds: what the lines below return
+            return parsed
     try:
         utc = parsed.astimezone(UTC)
     except OverflowError as exc:

@@ -13,6 +13,7 @@ writes each formula out with its source.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -27,6 +28,7 @@ __all__ = [
     "initial_margin",
     "liquidation_price",
     "maint_margin",
+    "one_leg_liquidation",
 ]
 
 MAX_BRACKET_ITERATIONS = 10
@@ -217,38 +219,56 @@ def _one_leg(
     other_maint: Decimal,
     other_upnl: Decimal,
 ) -> Liquidation | None:
-    """:func:`liquidation_price` of one leg: the same operations in the same order, with
-    bracket numbers for keys."""
+    """:func:`liquidation_price` of one leg (:func:`one_leg_liquidation`)."""
+    return one_leg_liquidation(
+        instrument, leg.quantity, leg.entry_price, mark, wallet, other_maint, other_upnl
+    )
+
+
+def one_leg_liquidation(
+    instrument: Instrument,
+    quantity: Decimal,
+    entry_price: Decimal,
+    mark: Decimal,
+    wallet: Decimal,
+    other_maint: Decimal = ZERO,
+    other_upnl: Decimal = ZERO,
+) -> Liquidation | None:
+    """:func:`liquidation_price` of one open leg (``quantity`` ≠ 0): the same operations
+    in the same order, on the instrument's compiled bracket tables."""
     cs = instrument.contract_size
     inverse = instrument.is_inverse
-    bracket_for = instrument.bracket_for
-    size = m_mul(m_abs(leg.quantity), cs)
-    qcs = m_mul(leg.quantity, cs)
-    terms = m_add(ZERO, m_div(qcs, leg.entry_price) if inverse else m_mul(qcs, leg.entry_price))
+    caps = instrument.inner_caps  # bisect_right over them: the bracket's index
+    ratios = instrument.maint_ratios
+    amounts = instrument.maint_terms  # 0 + maintAmount
+    size = m_mul(m_abs(quantity), cs)
+    qcs = m_mul(quantity, cs)
+    terms = m_add(ZERO, m_div(qcs, entry_price) if inverse else m_mul(qcs, entry_price))
     base = m_add(m_sub(wallet, other_maint), other_upnl)
-    bracket = bracket_for(m_div(size, mark) if inverse else m_mul(size, mark))
-    seen: dict[int, Liquidation | None] = {}
-    result: Liquidation | None = None
+    index = bisect_right(caps, m_div(size, mark) if inverse else m_mul(size, mark))
+    seen: dict[int, tuple[Decimal, bool]] = {}  # (price, falls_to) by bracket index
+    result: tuple[Decimal, bool] | None = None
     for _ in range(MAX_BRACKET_ITERATIONS):
-        key = bracket.bracket
-        full = m_add(base, m_add(ZERO, bracket.maint_amount))
+        full = m_add(base, amounts[index])
         if inverse:
-            num = m_add(ZERO, m_add(m_mul(size, bracket.maint_margin_ratio), qcs))
+            num = m_add(ZERO, m_add(m_mul(size, ratios[index]), qcs))
             den = m_add(full, terms)
         else:
             num = m_sub(full, terms)
-            den = m_add(ZERO, m_sub(m_mul(size, bracket.maint_margin_ratio), qcs))
+            den = m_add(ZERO, m_sub(m_mul(size, ratios[index]), qcs))
         if den == 0:
             return None
         price = m_div(num, den)
         if not price > 0:
             return None
-        result = Liquidation(price, den < 0 if not inverse else num > 0)
-        seen[key] = result
-        bracket = bracket_for(m_div(size, price) if inverse else m_mul(size, price))
-        next_key = bracket.bracket
-        if next_key == key:
-            return result
-        if next_key in seen:
-            return seen[max(key, next_key)]
-    return result
+        result = seen[index] = (price, num > 0 if inverse else den < 0)
+        next_index = bisect_right(caps, m_div(size, price) if inverse else m_mul(size, price))
+        if next_index == index:
+            break
+        if next_index in seen:  # a cycle: the result of the higher bracket
+            numbers = instrument.brackets
+            higher = numbers[index].bracket > numbers[next_index].bracket
+            result = seen[index if higher else next_index]
+            break
+        index = next_index
+    return Liquidation(*result) if result is not None else None

@@ -73,6 +73,13 @@ class Position:
     risk_state: RiskState
     updated_at: datetime
 
+    def __hash__(self) -> int:
+        # Consistent with the generated __eq__ (equal positions agree on these fields), and
+        # fewer objects to read than all thirteen fields: the valuation memo hashes positions.
+        return hash(
+            (self.symbol, self.position_side, self.quantity, self.mark_price, self.updated_at)
+        )
+
     @property
     def key(self) -> tuple[str, str]:
         return (self.symbol, self.position_side)
@@ -176,10 +183,19 @@ def apply_fill(
             position on the symbol) or ``REDUCE_ONLY_VIOLATION`` (a reduce-only fill that
             would open or flip; a hedge-mode close beyond the held quantity).
     """
-    _check_mode(ledger, fill)
+    symbol = fill.symbol
     side = fill.positionSide
+    hedge = side != "BOTH"
+    current: Position | None = None
+    for p in ledger.positions:  # _check_mode and Ledger.position in one pass
+        if p.symbol != symbol:
+            continue
+        mismatch = (p.position_side != "BOTH") != hedge or p.margin_mode != fill.marginMode
+        if mismatch and p.quantity != 0:
+            _check_mode(ledger, fill)  # raises, worded as ever
+        if current is None and p.position_side == side:
+            current = p
     delta = _signed(fill)
-    current = ledger.position(fill.symbol, side)
     qty = current.quantity if current else ZERO
     entry = current.entry_price if current else fill.price
     iso = current.isolated_margin if current else ZERO

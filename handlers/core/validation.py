@@ -6,13 +6,27 @@ from decimal import Decimal, InvalidOperation, localcontext
 
 from handlers.core.catalog import Instrument
 from handlers.core.contracts import Fill
-from handlers.core.decimals import MONEY, format_decimal
+from handlers.core.decimals import MONEY, format_decimal, m_div, m_integral
 
 __all__ = ["check_fill", "is_multiple"]
 
+_PREC = MONEY.prec
+
 
 def is_multiple(value: Decimal, step: Decimal) -> bool:
-    """True when ``value`` is an exact integer multiple of ``step``."""
+    """True when ``value`` is an exact integer multiple of ``step``.
+
+    Raises:
+        decimal.DivisionByZero: ``step`` is 0 (and ``value`` is not).
+    """
+    if value.adjusted() - step.adjusted() + 5 <= _PREC:
+        # The precision below is MONEY's own: the same operations in its context's methods,
+        # without switching the thread's context.
+        try:
+            ratio = m_div(value, step)
+            return ratio == m_integral(ratio)
+        except InvalidOperation:
+            return False
     with localcontext(MONEY) as ctx:
         ctx.prec = max(MONEY.prec, value.adjusted() - step.adjusted() + 5)
         try:

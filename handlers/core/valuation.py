@@ -10,13 +10,14 @@ positions of the asset, isolated included). Risk states: see :func:`value`.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from handlers.core.catalog import Catalog, Instrument
-from handlers.core.decimals import m_add, m_div, m_sub
-from handlers.core.margin import Leg, Liquidation, initial_margin, liquidation_price, maint_margin
+from handlers.core.decimals import m_abs, m_add, m_div, m_mul, m_sub
+from handlers.core.margin import Leg, Liquidation, liquidation_price, one_leg_liquidation
 from handlers.core.state import RISK_ORDER, Ledger, Position, RiskState, Wallet
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
 ]
 
 ZERO = Decimal(0)
+_ONE = Decimal(1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +92,8 @@ class Valuation:
 
     def position(self, symbol: str, side: str) -> PositionView | None:
         for view in self.positions:
-            if view.position.key == (symbol, side):
+            p = view.position
+            if p.symbol == symbol and p.position_side == side:
                 return view
         return None
 
@@ -107,91 +110,150 @@ _Group = tuple[WalletView, tuple[PositionView, ...]]
 GROUP_CACHE_SIZE = 4096
 
 
-def _sum(values: list[Decimal]) -> Decimal:
-    """``sum(values, ZERO)`` in MONEY (the same additions, in order)."""
-    total = ZERO
-    for item in values:
-        total = m_add(total, item)
-    return total
-
-
 def _row(p: Position, inst: Instrument) -> _Row:
-    mark = p.effective_mark
-    notional = inst.notional(p.quantity, mark)
-    return (
-        p,
-        inst,
-        mark,
-        notional,
-        initial_margin(notional, p.leverage),
-        maint_margin(inst, notional),
-        inst.pnl(p.quantity, p.entry_price, mark),
-    )
+    """(position, instrument, mark, notional, IM, MM, uPnL): the MONEY operations of
+    ``Instrument.notional``, ``initial_margin``, ``maint_margin`` and ``Instrument.pnl``,
+    in their order, written out."""
+    mark = p.mark_price
+    if mark is None:
+        mark = p.last_fill_price
+    quantity = p.quantity
+    cs = inst.contract_size
+    size = m_mul(m_abs(quantity), cs)
+    scaled = m_mul(quantity, cs)
+    if inst.is_inverse:
+        notional = m_div(size, mark)
+        upnl = m_mul(scaled, m_sub(m_div(_ONE, p.entry_price), m_div(_ONE, mark)))
+    else:
+        notional = m_mul(size, mark)
+        upnl = m_mul(scaled, m_sub(mark, p.entry_price))
+    if notional == 0:
+        maint = ZERO
+    else:
+        index = bisect_right(inst.caps, notional)
+        brackets = inst.brackets
+        bracket = brackets[index] if index < len(brackets) else brackets[-1]
+        maint = m_sub(m_mul(notional, bracket.maint_margin_ratio), bracket.maint_amount)
+    return (p, inst, mark, notional, m_div(notional, p.leverage), maint, upnl)
 
 
 def _value_group(
     asset: str, balance: Decimal, rows: list[_Row], margin_call_ratio: Decimal
 ) -> _Group:
-    """One settle asset: its wallet and its positions (``rows`` in ledger order)."""
-    cross = [r for r in rows if r[0].margin_mode == "CROSS"]
-    iso_sum = _sum([r[0].isolated_margin for r in rows if r[0].margin_mode == "ISOLATED"])
+    """One settle asset: its wallet and its positions (``rows`` in ledger order).
+
+    Every sum starts at 0 and adds its terms in ledger order, whichever pass adds them.
+    """
+    cross: list[_Row] = []
+    iso_sum = cross_upnl = cross_im = cross_mm = ZERO
+    all_upnl = all_im = all_mm = ZERO
+    for row in rows:
+        im, mm, upnl = row[4], row[5], row[6]
+        mode = row[0].margin_mode
+        if mode == "CROSS":
+            cross.append(row)
+            cross_upnl = m_add(cross_upnl, upnl)
+            cross_im = m_add(cross_im, im)
+            cross_mm = m_add(cross_mm, mm)
+        elif mode == "ISOLATED":
+            iso_sum = m_add(iso_sum, row[0].isolated_margin)
+        all_upnl = m_add(all_upnl, upnl)
+        all_im = m_add(all_im, im)
+        all_mm = m_add(all_mm, mm)
     cross_wallet = m_sub(balance, iso_sum)
-    cross_upnl = _sum([r[6] for r in cross])
     cross_mb = m_add(cross_wallet, cross_upnl)
-    cross_im = _sum([r[4] for r in cross])
-    cross_mm = _sum([r[5] for r in cross])
-    ratio = m_div(cross_mm, cross_mb) if cross_mb > 0 else None
-    # Cross liquidation price per symbol: other symbols enter with MM and uPnL.
-    reached = False
+    state: RiskState = "NORMAL"
+    ratio: Decimal | None
     cross_liq: dict[str, Liquidation | None] = {}
-    for symbol in sorted({r[0].symbol for r in cross}):
-        mine = [r for r in cross if r[0].symbol == symbol]
-        others = [r for r in cross if r[0].symbol != symbol]
-        liq = liquidation_price(
-            mine[0][1],
-            [Leg(r[0].quantity, r[0].entry_price) for r in mine],
-            mine[0][2],
-            cross_wallet,
-            _sum([r[5] for r in others]),
-            _sum([r[6] for r in others]),
-        )
-        cross_liq[symbol] = liq
-        if liq is not None and liq.reached_by(mine[0][2]):
-            reached = True
-    state: RiskState
     if cross:
+        ratio = m_div(cross_mm, cross_mb) if cross_mb > 0 else None
+        # Cross liquidation price per symbol: other symbols enter with MM and uPnL.
+        reached = False
+        symbols = [r[0].symbol for r in cross]
+        for symbol in sorted(set(symbols)) if len(symbols) > 1 else symbols:
+            mine: list[_Row] = []
+            other_mm = other_upnl = ZERO
+            for r in cross:
+                if r[0].symbol == symbol:
+                    mine.append(r)
+                else:
+                    other_mm = m_add(other_mm, r[5])
+                    other_upnl = m_add(other_upnl, r[6])
+            first = mine[0]
+            if len(mine) == 1:
+                p = first[0]
+                liq = one_leg_liquidation(
+                    first[1],
+                    p.quantity,
+                    p.entry_price,
+                    first[2],
+                    cross_wallet,
+                    other_mm,
+                    other_upnl,
+                )
+            else:
+                legs = [Leg(r[0].quantity, r[0].entry_price) for r in mine]
+                liq = liquidation_price(
+                    first[1], legs, first[2], cross_wallet, other_mm, other_upnl
+                )
+            cross_liq[symbol] = liq
+            if liq is not None and liq.reached_by(first[2]):
+                reached = True
         state = _state(ratio, reached, margin_call_ratio)
     else:
-        state = "NORMAL"
         ratio = ZERO if cross_mb > 0 else None
     wallet = WalletView(
-        asset=asset,
-        wallet_balance=balance,
-        cross_wallet_balance=cross_wallet,
-        cross_margin_balance=cross_mb,
-        margin_balance=m_add(balance, _sum([r[6] for r in rows])),
-        available_balance=m_sub(cross_mb, cross_im),
-        cross_initial_margin=cross_im,
-        cross_maint_margin=cross_mm,
-        total_initial_margin=_sum([r[4] for r in rows]),
-        total_maint_margin=_sum([r[5] for r in rows]),
-        margin_ratio=ratio,
-        has_cross_position=bool(cross),
-        risk_state=state,
+        asset,
+        balance,
+        cross_wallet,
+        cross_mb,
+        m_add(balance, all_upnl),
+        m_sub(cross_mb, cross_im),
+        cross_im,
+        cross_mm,
+        all_im,
+        all_mm,
+        ratio,
+        bool(cross),
+        state,
     )
     views: list[PositionView] = []
     for p, inst, mark, notional, im, mm, upnl in rows:
         if p.margin_mode == "CROSS":  # the wallet's liquidation price, margin and state
-            liq, mb, pos_ratio, pos_state = cross_liq.get(p.symbol), None, None, state
-        else:
-            mb = m_add(p.isolated_margin, upnl)
-            pos_ratio = m_div(mm, mb) if mb > 0 else None
-            legs = [Leg(p.quantity, p.entry_price)]
-            liq = liquidation_price(inst, legs, mark, p.isolated_margin)
-            reached = liq is not None and liq.reached_by(mark)
-            pos_state = _state(pos_ratio, reached, margin_call_ratio)
+            views.append(
+                PositionView(
+                    p,
+                    inst,
+                    mark,
+                    notional,
+                    im,
+                    mm,
+                    upnl,
+                    cross_liq.get(p.symbol),
+                    None,
+                    None,
+                    state,
+                )
+            )
+            continue
+        mb = m_add(p.isolated_margin, upnl)
+        pos_ratio = m_div(mm, mb) if mb > 0 else None
+        liq = one_leg_liquidation(inst, p.quantity, p.entry_price, mark, p.isolated_margin)
+        reached = liq is not None and liq.reached_by(mark)
         views.append(
-            PositionView(p, inst, mark, notional, im, mm, upnl, liq, mb, pos_ratio, pos_state)
+            PositionView(
+                p,
+                inst,
+                mark,
+                notional,
+                im,
+                mm,
+                upnl,
+                liq,
+                mb,
+                pos_ratio,
+                _state(pos_ratio, reached, margin_call_ratio),
+            )
         )
     return wallet, tuple(views)
 
@@ -212,15 +274,18 @@ def value(ledger: Ledger, catalog: Catalog, margin_call_ratio: Decimal) -> Valua
     those inputs — the balance and the positions, compared whole — and an event re-values
     only the asset it changed: a fill its settle asset, a mark its symbol's.
     """
-    groups: dict[str, list[Position]] = {}
     instruments = catalog.instruments
+    groups: dict[str, list[Position]] = {}
+    order: list[str] = []  # the settle asset of each valued position, in ledger order
     for p in ledger.positions:
         inst = instruments.get(p.symbol)
         if inst is None or p.quantity == 0:
             continue
-        mine = groups.get(inst.settle_asset)
+        asset = inst.settle_asset
+        order.append(asset)
+        mine = groups.get(asset)
         if mine is None:
-            groups[inst.settle_asset] = [p]
+            groups[asset] = [p]
         else:
             mine.append(p)
     wallets_in = ledger.wallets
@@ -228,30 +293,40 @@ def value(ledger: Ledger, catalog: Catalog, margin_call_ratio: Decimal) -> Valua
     wallets: dict[str, WalletView] = {}
     views: dict[str, tuple[PositionView, ...]] = {}
     for asset in sorted(groups.keys() | wallets_in.keys()):
-        positions = tuple(groups.get(asset, ()))
+        mine = groups.get(asset)
+        positions = tuple(mine) if mine is not None else ()
         held = wallets_in.get(asset)
         balance = held.balance if held is not None else ZERO
-        key = (asset, margin_call_ratio, balance, positions)
+        parts = (asset, margin_call_ratio, balance, positions)
+        key = _new_key(_Key, (hash(parts), *parts))
         group = cache.get(key)
         if group is None:
             rows = [_row(p, instruments[p.symbol]) for p in positions]
             group = _value_group(asset, balance, rows, margin_call_ratio)
             cache.put(key, group)
         wallets[asset], views[asset] = group
-    if len(views) == 1:
-        ordered = next(iter(views.values()))
-    else:  # ledger order across assets
-        taken = dict.fromkeys(views, 0)
-        out: list[PositionView] = []
-        for p in ledger.positions:
-            inst = instruments.get(p.symbol)
-            if inst is None or p.quantity == 0:
-                continue
-            asset = inst.settle_asset
-            out.append(views[asset][taken[asset]])
-            taken[asset] += 1
-        ordered = tuple(out)
+    ordered: tuple[PositionView, ...]
+    if len(groups) > 1:  # ledger order across assets
+        taken = {asset: iter(views[asset]) for asset in groups}
+        ordered = tuple([next(taken[asset]) for asset in order])
+    else:
+        ordered = views[order[0]] if order else ()
     return Valuation(positions=ordered, wallets=wallets, catalog=catalog)
+
+
+class _Key(tuple[object, ...]):
+    """A memo key: (its hash, asset, call ratio, balance, positions), built by
+    ``_new_key(_Key, (hash(parts), *parts))``. Its hash is computed once (a tuple computes
+    its own at every dict operation); equal keys compare equal element by element, the
+    hash first."""
+
+    __slots__ = ()
+
+    def __hash__(self) -> int:
+        return self[0]  # type: ignore[return-value]
+
+
+_new_key = tuple.__new__
 
 
 def settle_risk_states(ledger: Ledger, valuation: Valuation) -> Ledger:
@@ -270,9 +345,18 @@ def settle_risk_states(ledger: Ledger, valuation: Valuation) -> Ledger:
             wallets[asset] = Wallet(asset, view.wallet_balance, view.risk_state)
     states: dict[tuple[str, str], RiskState] = {}
     for v in valuation.positions:  # the first view of a key, as Valuation.position finds it
-        states.setdefault((v.position.symbol, v.position.position_side), v.risk_state)
-    positions: list[Position] = []
-    for p in ledger.positions:
+        p = v.position
+        key = (p.symbol, p.position_side)
+        if key not in states:
+            states[key] = v.risk_state
+    held = ledger.positions
+    positions: list[Position] | None = None  # None while every position keeps its state
+    for n, p in enumerate(held):
         state = states.get((p.symbol, p.position_side), "NORMAL")
-        positions.append(p if p.risk_state == state else replace(p, risk_state=state))
-    return Ledger(wallets=wallets, positions=tuple(positions))
+        if p.risk_state != state:
+            if positions is None:
+                positions = list(held[:n])
+            positions.append(replace(p, risk_state=state))
+        elif positions is not None:
+            positions.append(p)
+    return Ledger(wallets=wallets, positions=held if positions is None else tuple(positions))

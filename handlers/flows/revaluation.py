@@ -10,11 +10,11 @@ forward, so visits in any order, repeated or concurrent, never go back. The aler
 committed as an outbox entry under ``key`` and finished at once; a later visit under the
 same key (a retry, a copy) completes that entry.
 
-A mark pass defers the rest of each write (:class:`Deferred`): after all its accounts are
-written, :func:`finish_pass` writes their index entries in a few batches per partition,
-reads the marks once for the post-check, sends the alerts, and creates ONE sent marker for
-the invocation (:class:`~handlers.core.documents.PassSent`) instead of a record per
-account. A crash anywhere before that marker leaves the entries pending: a retry of the
+A mark pass sends each account's alerts right after its write and defers the rest
+(:class:`Deferred`): after all its accounts are written, :func:`finish_pass` writes their
+index entries in a few batches per partition, reads the marks once for the post-check,
+and creates ONE sent marker for the invocation
+(:class:`~handlers.core.documents.PassSent`) instead of a record per account. A crash anywhere before that marker leaves the entries pending: a retry of the
 message finishes them (the alerts again, same ids), as for any entry.
 """
 
@@ -59,9 +59,6 @@ from handlers.flows.deps import Deps
 from handlers.flows.stored_marks import read_mark
 
 __all__ = ["Board", "Deferred", "Revalued", "Visit", "finish_pass", "post_check", "revalue"]
-
-#: Alerts a pass sends at once when it finishes (each is one queue request).
-SEND_CONCURRENCY = 16
 
 
 class Board:
@@ -115,6 +112,8 @@ class Deferred:
     key: str
     chunk: str = field(default_factory=lambda: secrets.token_hex(8))
     written: list[Written] = field(default_factory=list)
+    #: The accounts whose entry's alerts were sent (right after their write).
+    sent: set[str] = field(default_factory=set)
 
     @property
     def done_id(self) -> str:
@@ -295,7 +294,10 @@ async def _visit_once(deps: Deps, account_id: str, visit: Visit, cached: bool) -
     walked, raised, moved = await _walk(deps, account, fresh, board) if fresh else (account, [], [])
     if not moved:
         if visit.deferred is not None:
-            if _stale(deps, account, visit.listed, None):
+            # Not moved: re-assert its entries (and post-check them) when stale ones
+            # listed it, or when it finished an entry a failed try left — that try may
+            # have died before its index write and its post-check.
+            if own or _stale(deps, account, visit.listed, None):
                 visit.deferred.written.append(Written(None, account, None, visit))
             return Revalued(done, holds, False)
         tidied = await _drop_stale(deps, account, visit.listed)
@@ -327,7 +329,12 @@ async def _visit_once(deps: Deps, account_id: str, visit: Visit, cached: bool) -
     ratio = deps.settings.margin_call_ratio
     await deps.store.write_account(new, value(new.ledger, deps.catalog, ratio), account.etag)
     if deferred is not None:
+        # Its alerts go now (the visit's next request), its index entries and the "done"
+        # with the other accounts' when the invocation finishes (:func:`finish_pass`).
         deferred.written.append(Written(account, new, entry, visit))
+        if entry is not None:
+            await deps.sink.send(entry.alerts)
+            deferred.sent.add(account_id)
         return Revalued(done + tuple(alerts), True, True)
     indexed = await write_index(deps, account, new)
     await _drop_stale(deps, new, visit.listed, replaced=account)
@@ -383,57 +390,45 @@ async def _drop_stale(
 
 
 async def finish_pass(deps: Deps, deferred: Deferred) -> tuple[Alert, ...]:
-    """Finish what a pass's invocation wrote: every account's new index entries (and the
-    removal of the stale ones that listed it) in batches per partition, the post-check
-    marks read once per symbol after them, then every alert, then ONE sent marker listing
-    the accounts whose alerts went out, then the post-check's catch-ups (also when a send
-    or the marker failed). Returns the catch-ups' alerts.
+    """Finish what a pass's invocation wrote (its alerts already sent, each right after
+    its account's write): every account's new index entries (and the removal of the stale
+    ones that listed it) in batches per partition, the post-check marks read once per
+    symbol after them, ONE sent marker listing the accounts whose alerts went out (also
+    when the index write failed), then the post-check's catch-ups. Returns the
+    catch-ups' alerts.
 
     Raises:
         TransientStoreError, UnreadableDocument: the store failed (the entries stay; a
             retry re-asserts the index and finishes them).
-        Exception: the alerts queue failed (as above).
+        Exception: the alerts queue failed in a catch-up (as above).
     """
     writes = IndexWrites()
     checks: list[tuple[Written, list[str]]] = []
     for item in deferred.written:
         stale = _stale(deps, item.after, item.visit.listed, item.before)
-        symbols = (
-            writes.add(deps, item.before, item.after) if item.before is not None or stale else []
-        )
+        symbols = writes.add(deps, item.before, item.after)  # (before None: re-assert)
         for entry in stale:
             writes.drop(entry)
         checks.append((item, symbols))
-    marks = await apply_index(deps, writes, read=True)
-    unread = sorted(s for s, m in marks.items() if m is None)
-    if unread:
-        marks.update(await latest_marks(deps, unread))
-    entries = [(w.after.account_id, w.entry) for w in deferred.written if w.entry is not None]
-    gate = asyncio.Semaphore(SEND_CONCURRENCY)
-
-    async def send(alerts: tuple[Alert, ...]) -> None:
-        async with gate:
-            await deps.sink.send(alerts)
-
-    results = await asyncio.gather(*(send(e.alerts) for _, e in entries), return_exceptions=True)
-    # The marker lists the accounts whose alerts went out, also when some failed: a
-    # retry then re-sends only the others. The post-check runs whatever failed: a retry
-    # does not find an account its try already moved, so only this read can catch a
-    # mark that queried the index before the new entries.
-    sent = tuple(sorted(a for (a, _), r in zip(entries, results, strict=True) if r is None))
-    caught: tuple[Alert, ...] = ()
+    # The alerts went out whatever fails next: the marker says so first (listing the
+    # accounts whose send succeeded; one whose send failed stays to the retry).
     try:
-        if sent:
-            marker = PassSent(deferred.key, deferred.chunk, sent, deps.clock())
-            await deps.store.create_record(marker)
+        marks = await apply_index(deps, writes, read=True)
+        unread = sorted(s for s, m in marks.items() if m is None)
+        if unread:
+            marks.update(await latest_marks(deps, unread))
     finally:
-        for item, symbols in checks:
-            caught += await post_check(
-                deps, item.after, {s: marks.get(s) for s in symbols}, item.visit
-            )
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
+        if deferred.sent:
+            accounts = tuple(sorted(deferred.sent))
+            marker = PassSent(deferred.key, deferred.chunk, accounts, deps.clock())
+            await deps.store.create_record(marker)
+    # The post-check, once the entries are written: a retry does not find an account its
+    # try already moved, so only this read can catch a mark that queried the index
+    # before the new entries.
+    caught: tuple[Alert, ...] = ()
+    for item, symbols in checks:
+        indexed = {s: marks.get(s) for s in symbols}
+        caught += await post_check(deps, item.after, indexed, item.visit)
     return caught
 
 
