@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -28,7 +28,6 @@ from pydantic import ValidationError
 
 from handlers.core.alerts import AlertSpec
 from handlers.core.contracts import (
-    AccountControl,
     Order,
     OrderDecision,
     OrderDone,
@@ -37,33 +36,30 @@ from handlers.core.contracts import (
     validate_order_message,
 )
 from handlers.core.decimals import format_decimal
-from handlers.core.documents import MAX_RECENT_IDS, AccountDoc, Entry, OrderEventRecord, OrderRecord
+from handlers.core.documents import MAX_RECENT_IDS, AccountDoc, Entry, OrderRecord
 from handlers.core.order_checks import AccountView, decide_order, to_open_order
 from handlers.core.orders import OrderSettings, OrderTerms, open_order_margin
 from handlers.core.valuation import value
 from handlers.flows import outbox
 from handlers.flows.banding import at_latest_marks, banded, held_symbols, latest_marks
-from handlers.flows.conflicts import until_written
 from handlers.flows.delivery import Delivery, Identity, alerts_for, identity, schema_reasons
 from handlers.flows.deps import Deps, Outcome, OutcomeKind
+from handlers.flows.order_controls import (
+    Change,
+    complete,
+    control_key,
+    done_key,
+    handle_control,
+    handle_order_done,
+    on_account,
+    order_key,
+    written,
+)
 from handlers.flows.rejections import reject
 
 __all__ = ["complete_poisoned", "decision_id", "handle_order", "order_key", "order_settings"]
 
 _KINDS = ("ORDER", "ORDER_DONE", "ACCOUNT_CONTROL")
-
-
-def order_key(order_id: str) -> str:
-    """An order's key on its account and its record's id (outside the id charset)."""
-    return f"@order:{order_id}"
-
-
-def _done_key(order_id: str) -> str:
-    return f"@order-done:{order_id}"
-
-
-def _control_key(control_id: str) -> str:
-    return f"@control:{control_id}"
 
 
 def decision_id(account_id: str, order_id: str) -> str:
@@ -116,72 +112,8 @@ async def handle_order(deps: Deps, delivery: Delivery) -> Outcome:
     if isinstance(message, Order):
         return await _order(deps, message, delivery)
     if isinstance(message, OrderDone):
-        return await _order_done(deps, message, delivery)
-    return await _control(deps, message, delivery)
-
-
-# --- one conditional write per message ----------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Change:
-    """What a message does to its account: the document to write (with its entry, which
-    carries the record) and the outcome."""
-
-    account: AccountDoc
-    entry: Entry
-    outcome: Outcome
-    #: The record was created with the account (the entry had no alert to send first).
-    batched: bool = False
-
-
-Decide = Callable[[AccountDoc, bool], Awaitable[_Change]]
-Redelivered = Callable[[AccountDoc], Awaitable[Outcome]]
-
-
-async def _on_account(
-    deps: Deps, account_id: str, key: str, decide: Decide, again: Redelivered
-) -> Outcome:
-    """Read the account (or start an empty one), hand a redelivery to ``again``, else
-    write ``decide``'s change in one conditional write, then finish its entry.
-
-    Raises:
-        UnreadableDocument, TransientStoreError, StaleAccountState: retry by the host.
-        Exception: a queue failed.
-    """
-
-    async def attempt(n: int) -> _Change | Outcome:
-        async with deps.runtime.account_locks.hold(account_id):
-            read = await deps.store.read_account(account_id, fresh=n > 0)
-            account = read or AccountDoc(account_id)
-            if key in account.recent_ids:
-                return await again(account)
-            if account.evicted and await deps.store.existing_records(account_id, [key]):
-                return await again(account)
-            drop = await outbox.settle(deps, account_id, account.pending)
-            change = await decide(account.without(drop), read is not None)
-            ratio = deps.settings.margin_call_ratio
-            after = value(change.account.ledger, deps.catalog, ratio)
-            # Nothing to send before the record (no alert): it goes with the account.
-            entry = change.entry
-            batched = entry.record if not entry.alerts else None
-            await deps.store.write_account(change.account, after, account.etag, batched)
-            return replace(change, batched=batched is not None)
-
-    result = await until_written(attempt, deps.sleep, f"account {account_id}")
-    if isinstance(result, Outcome):
-        return result
-    record = result.entry.record
-    if not result.batched:
-        await outbox.finish(deps, account_id, result.entry)  # alerts, decision, record
-    elif isinstance(record, OrderRecord):  # recorded with the account: send the decision
-        await deps.decisions.send((record.decision,))
-    return result.outcome
-
-
-def _written(account: AccountDoc, key: str, entry: Entry, now: datetime) -> AccountDoc:
-    """``account`` with the message's key and entry, one version on."""
-    return replace(account.with_event(key, entry), version=account.version + 1, updated_at=now)
+        return await handle_order_done(deps, message, delivery)
+    return await handle_control(deps, message, delivery)
 
 
 async def _resend(deps: Deps, account: AccountDoc, key: str, delivery: Delivery) -> Outcome:
@@ -207,18 +139,18 @@ async def _resend(deps: Deps, account: AccountDoc, key: str, delivery: Delivery)
 async def _order(deps: Deps, order: Order, delivery: Delivery) -> Outcome:
     key = order_key(order.orderId)
 
-    async def decide(account: AccountDoc, exists: bool) -> _Change:
+    async def decide(account: AccountDoc, exists: bool) -> Change:
         return await _decide_order(deps, order, account, exists, delivery)
 
     async def again(account: AccountDoc) -> Outcome:
         return await _resend(deps, account, key, delivery)
 
-    return await _on_account(deps, order.accountId, key, decide, again)
+    return await on_account(deps, order.accountId, key, decide, again)
 
 
 async def _decide_order(
     deps: Deps, order: Order, account: AccountDoc, exists: bool, delivery: Delivery
-) -> _Change:
+) -> Change:
     """The decision on a valid ORDER, at the latest stored marks (pure but for that read).
 
     Raises:
@@ -275,7 +207,7 @@ async def _decide_order(
     record = OrderRecord(order.orderId, order.accountId, message, (), now)
     key = order_key(order.orderId)
     entry = Entry(key, key, (), now, record)
-    new = _written(account, key, entry, now)
+    new = written(account, key, entry, now)
     new = replace(new, order_times=_times(account.order_times, order.submittedAt))
     if decided.approved:
         new = replace(new, open_orders=(*account.open_orders, to_open_order(terms, decided)))
@@ -283,13 +215,13 @@ async def _decide_order(
     kind: OutcomeKind = "APPLIED" if decided.approved else "REJECTED"
     detail = decided.decision + _detail(decided.reasons)
     outcome = Outcome(kind, key, order.accountId, detail=detail)
-    return _Change(new, entry, outcome)
+    return Change(new, entry, outcome)
 
 
 async def _done_ids(deps: Deps, account: AccountDoc, order_id: str) -> frozenset[str]:
     """The orders ORDER_DONE has already ended, as far as ``order_id`` is concerned: its
     key among the recent ids, or (once ids were trimmed) its record."""
-    key = _done_key(order_id)
+    key = done_key(order_id)
     if key in account.recent_ids:
         return frozenset((order_id,))
     if account.evicted and await deps.store.existing_records(account.account_id, [key]):
@@ -341,7 +273,7 @@ async def _decide_broken(
     correlation = obj.get("correlationId")
     correlation = correlation if is_well_formed_id(correlation) else None
 
-    async def decide(account: AccountDoc, exists: bool) -> _Change:
+    async def decide(account: AccountDoc, exists: bool) -> Change:
         now = deps.clock()
         ident = Identity(key, account_id, correlation, identity(obj, delivery.digest).symbol)
         spec = AlertSpec("TRADE_REJECTED", None, ident.symbol, tuple(reasons))
@@ -359,85 +291,12 @@ async def _decide_broken(
         record = OrderRecord(order_id, account_id, message, alerts, now)
         entry = Entry(key, key, alerts, now, record)
         outcome = Outcome("REJECTED", key, account_id, alerts, "SCHEMA_INVALID")
-        return _Change(_written(account, key, entry, now), entry, outcome)
+        return Change(written(account, key, entry, now), entry, outcome)
 
     async def again(account: AccountDoc) -> Outcome:
         return await _resend(deps, account, key, delivery)
 
-    return await _on_account(deps, account_id, key, decide, again)
-
-
-# --- ORDER_DONE and ACCOUNT_CONTROL ---------------------------------------------------------
-
-
-async def _order_done(deps: Deps, done: OrderDone, delivery: Delivery) -> Outcome:
-    """End an order: remove it from the open orders (releasing what it still reserves), or
-    — not held open — keep its id, so that a later ORDER with it is ORDER_ALREADY_DONE.
-    Sends nothing."""
-    key = _done_key(done.orderId)
-
-    async def decide(account: AccountDoc, exists: bool) -> _Change:
-        now = deps.clock()
-        record = OrderEventRecord(key, done.accountId, "orderDone", _wire(done), (), now)
-        entry = Entry(key, key, (), now, record)
-        held = any(o.order_id == done.orderId for o in account.open_orders)
-        new = _written(account, key, entry, now)
-        if held:
-            kept = tuple(o for o in account.open_orders if o.order_id != done.orderId)
-            new = replace(new, open_orders=kept)
-        detail = "open order removed" if held else "not open: its id is kept"
-        return _Change(new, entry, Outcome("APPLIED", key, done.accountId, detail=detail))
-
-    async def again(account: AccountDoc) -> Outcome:
-        return await _complete(deps, account, key, delivery)
-
-    return await _on_account(deps, done.accountId, key, decide, again)
-
-
-async def _control(deps: Deps, control: AccountControl, delivery: Delivery) -> Outcome:
-    """Set the account's trading state (an older control than the one it holds changes
-    nothing); ``TRADING_STATE_CHANGED`` when the state changes."""
-    key = _control_key(control.controlId)
-
-    async def decide(account: AccountDoc, exists: bool) -> _Change:
-        now = deps.clock()
-        held_at = account.trading_state_at
-        older = held_at is not None and control.occurredAt < held_at
-        before, after = account.trading_state, control.tradingState
-        specs: list[AlertSpec] = []
-        if not older and after != before:
-            reason = f"trading state {before} → {after}: {control.reason}"
-            reasons = (("TRADING_STATE_CHANGED", reason[:300]),)
-            specs.append(AlertSpec("TRADING_STATE_CHANGED", None, None, reasons))
-        ident = Identity(key, control.accountId)
-        alerts = alerts_for(specs, ident, now)
-        record = OrderEventRecord(key, control.accountId, "control", _wire(control), alerts, now)
-        entry = Entry(key, key, alerts, now, record)
-        new = _written(account, key, entry, now)
-        if not older:
-            new = replace(new, trading_state=after, trading_state_at=control.occurredAt)
-        detail = "older than the state held" if older else f"{before} → {after}"
-        return _Change(new, entry, Outcome("APPLIED", key, control.accountId, alerts, detail))
-
-    async def again(account: AccountDoc) -> Outcome:
-        return await _complete(deps, account, key, delivery)
-
-    return await _on_account(deps, control.accountId, key, decide, again)
-
-
-async def _complete(deps: Deps, account: AccountDoc, key: str, delivery: Delivery) -> Outcome:
-    """A redelivered ORDER_DONE or ACCOUNT_CONTROL: complete its entry if one is left."""
-    entry = account.entry(key)
-    if entry is None:
-        return Outcome("DUPLICATE", key, account.account_id)
-    done = await outbox.complete(deps, account.account_id, entry, delivery)
-    detail = {"DONE": "", "IN_FLIGHT": "in flight elsewhere", "FINISHED": "record repaired"}
-    return Outcome("DUPLICATE", key, account.account_id, done.alerts, detail[done.state])
-
-
-def _wire(message: OrderDone | AccountControl) -> dict[str, Any]:
-    """A message as its record keeps it (its wire form, without ``type``)."""
-    return message.model_dump(mode="json", exclude={"type"})
+    return await on_account(deps, account_id, key, decide, again)
 
 
 # --- the poison queue -------------------------------------------------------------------
@@ -457,8 +316,8 @@ async def complete_poisoned(
     kind, account_id = obj.get("type"), obj.get("accountId")
     field, key_of = {
         "ORDER": ("orderId", order_key),
-        "ORDER_DONE": ("orderId", _done_key),
-        "ACCOUNT_CONTROL": ("controlId", _control_key),
+        "ORDER_DONE": ("orderId", done_key),
+        "ACCOUNT_CONTROL": ("controlId", control_key),
     }.get(str(kind), ("", order_key))
     own = obj.get(field) if field else None
     if not (is_well_formed_id(account_id) and is_well_formed_id(own)):
@@ -471,4 +330,4 @@ async def complete_poisoned(
     account = account or AccountDoc(account_id)
     if kind == "ORDER":
         return await _resend(deps, account, key, delivery)
-    return await _complete(deps, account, key, delivery)
+    return await complete(deps, account, key, delivery)
