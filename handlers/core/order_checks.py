@@ -11,7 +11,8 @@
    WOULD_LIQUIDATE or else MARGIN_RATIO_LIMIT — passed by an opening quantity of 0.
 
 Every failing reason of a group that runs is reported. The prices, quantities and cost are
-those of :mod:`handlers.core.orders`; docs/orders.md is the prose.
+those of :mod:`handlers.core.orders`, group 4's reasons :mod:`handlers.core.order_risk`'s;
+docs/orders.md is the prose.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from decimal import Decimal
 from typing import Literal
 
 from handlers.core.catalog import Catalog, Instrument
-from handlers.core.contracts import Fill, format_timestamp
-from handlers.core.decimals import format_decimal, m_abs, m_add, m_mul, m_sub, stored
+from handlers.core.contracts import format_timestamp
+from handlers.core.decimals import format_decimal, m_add, m_mul, m_sub, stored
+from handlers.core.order_risk import after_reasons, if_filled, limit_reasons, target_of
 from handlers.core.orders import (
     Cost,
     OpenOrder,
@@ -35,7 +37,7 @@ from handlers.core.orders import (
     order_cost,
     order_price,
 )
-from handlers.core.state import Ledger, Rejected, RiskState, apply_fill, apply_mark
+from handlers.core.state import Ledger, apply_mark
 from handlers.core.validation import is_multiple
 from handlers.core.valuation import Valuation, value
 
@@ -170,93 +172,6 @@ def _rate(terms: OrderTerms, decided: tuple[datetime, ...]) -> int:
     return 1 + sum(1 for s in decided if t - _SECOND < s <= t)
 
 
-@dataclass(frozen=True, slots=True)
-class _Target:
-    """The wallet (cross) or isolated position an order adds to, valued."""
-
-    risk_state: RiskState
-    margin_ratio: Decimal | None
-    liquidation_price: Decimal | None
-
-
-def _target(valuation: Valuation, inst: Instrument, terms: OrderTerms) -> _Target:
-    view = valuation.position(terms.symbol, terms.position_side)
-    liq = view.liquidation.price if view is not None and view.liquidation else None
-    if terms.margin_mode == "CROSS":
-        wallet = valuation.wallets.get(inst.settle_asset)
-        if wallet is None:
-            return _Target("NORMAL", None, liq)
-        return _Target(wallet.risk_state, wallet.margin_ratio, liq)
-    if view is None:
-        return _Target("NORMAL", None, None)
-    return _Target(view.risk_state, view.margin_ratio, liq)
-
-
-def _if_filled(
-    ledger: Ledger,
-    terms: OrderTerms,
-    inst: Instrument,
-    price: Decimal,
-    mark: StoredMark,
-    opening: Decimal,
-) -> Ledger | None:
-    """The ledger as if ``opening`` had filled at ``price``; None when no fill can open it
-    (a hedge close beyond the position, a mode mismatch: reported in group 3).
-
-    One-way, against the position: the position is taken as closed at P (by this order's
-    reducing part and the other open orders that reduce it), then ``opening`` opened.
-    """
-    position = ledger.position(terms.symbol, terms.position_side)
-    held = position.quantity if position is not None else ZERO
-    quantity = opening
-    if faces_position(terms.position_side, terms.side, held):
-        if terms.position_side != "BOTH":
-            return None
-        quantity = m_add(m_abs(held), opening)
-    fill = Fill.model_construct(  # terms already validated: no second validation
-        type="FILL",
-        schemaVersion=1,
-        tradeId=terms.order_id,
-        accountId=terms.account_id,
-        symbol=terms.symbol,
-        side=terms.side,
-        quantity=quantity,
-        price=price,
-        leverage=terms.leverage,
-        marginMode=terms.margin_mode,
-        positionSide=terms.position_side,
-        reduceOnly=False,
-        fee=ZERO,
-        executedAt=terms.submitted_at,
-        correlationId=None,
-    )
-    try:
-        return apply_fill(ledger, fill, inst, mark)
-    except Rejected:
-        return None
-
-
-def _exposure(
-    ledger: Ledger, open_orders: tuple[OpenOrder, ...], terms: OrderTerms, opening: Decimal
-) -> Decimal:
-    """Quantity of the position the order adds to, plus its opening quantity, plus the
-    opening quantities of the account's other open orders on the same symbol, side and
-    positionSide (a one-way position the order faces is closed first: it counts 0)."""
-    position = ledger.position(terms.symbol, terms.position_side)
-    held = position.quantity if position is not None else ZERO
-    total = ZERO if faces_position(terms.position_side, terms.side, held) else m_abs(held)
-    total = m_add(total, opening)
-    for o in open_orders:
-        if (
-            o.symbol == terms.symbol
-            and o.side == terms.side
-            and o.position_side == terms.position_side
-            and o.order_id != terms.order_id
-        ):
-            total = m_add(total, o.opening_quantity)
-    return total
-
-
 def decide_order(
     terms: OrderTerms,
     catalog: Catalog,
@@ -305,12 +220,15 @@ def decide_order(
     after: Valuation | None = before  # an opening quantity of 0 changes nothing
     if opening > 0:
         cost = order_cost(inst, opening, price, mark_price, terms.side, terms.leverage)
-        reasons += _limit_reasons(terms, inst, ledger, account, settings, price, opening, cost)
-        filled = _if_filled(ledger, terms, inst, price, (mark_price, mark[1]), opening)
+        available = account.available(inst.settle_asset)
+        reasons += limit_reasons(
+            terms, inst, ledger, account.open_orders, available, settings, price, opening, cost
+        )
+        filled = if_filled(ledger, terms, inst, price, (mark_price, mark[1]), opening)
         after = value(filled, catalog, settings.margin_call_ratio) if filled is not None else None
-    target = _target(after, inst, terms) if after is not None else None
+    target = target_of(after, inst, terms) if after is not None else None
     if opening > 0 and target is not None:
-        reasons += _after_reasons(target, settings)
+        reasons += after_reasons(target, settings)
     metrics.update(
         initialMargin=cost.initial_margin,
         openLoss=cost.open_loss,
@@ -366,7 +284,7 @@ def _account_reasons(
     if account.trading_state == "REDUCING" and opening > 0:
         msg = f"account {account_id} may only reduce; the order opens {_f(opening)}"
         out.append(("ACCOUNT_REDUCING", msg))
-    if opening > 0 and _target(before, inst, terms).risk_state == "LIQUIDATION":
+    if opening > 0 and target_of(before, inst, terms).risk_state == "LIQUIDATION":
         where = (
             f"the {inst.settle_asset} cross wallet"
             if terms.margin_mode == "CROSS"
@@ -393,47 +311,6 @@ def _account_reasons(
         out.append(("RATE_LIMITED", f"{count} orders within one second, more than {limit}"))
     if terms.order_id in account.done_order_ids:
         out.append(("ORDER_ALREADY_DONE", f"order {terms.order_id} is already done"))
-    return out
-
-
-def _after_reasons(target: _Target, settings: OrderSettings) -> list[Reason]:
-    """WOULD_LIQUIDATE, or else MARGIN_RATIO_LIMIT (one cause at two thresholds)."""
-    if target.risk_state == "LIQUIDATION":
-        return [("WOULD_LIQUIDATE", "filled, the order would leave its margin in LIQUIDATION")]
-    ratio = target.margin_ratio
-    if ratio is not None and ratio >= settings.max_margin_ratio:
-        msg = f"margin ratio {_f(ratio)} after the order ≥ {_f(settings.max_margin_ratio)}"
-        return [("MARGIN_RATIO_LIMIT", msg)]
-    return []
-
-
-def _limit_reasons(
-    terms: OrderTerms,
-    inst: Instrument,
-    ledger: Ledger,
-    account: AccountView,
-    settings: OrderSettings,
-    price: Decimal,
-    opening: Decimal,
-    cost: Cost,
-) -> list[Reason]:
-    """INSUFFICIENT_MARGIN, LEVERAGE_BRACKET_EXCEEDED, POSITION_LIMIT_EXCEEDED."""
-    out: list[Reason] = []
-    asset = inst.settle_asset
-    available = account.available(asset)
-    if cost.cost > available:
-        msg = f"cost {_f(cost.cost)} {asset} > available for orders {_f(available)}"
-        out.append(("INSUFFICIENT_MARGIN", msg))
-    exposure = _exposure(ledger, account.open_orders, terms, opening)
-    notional = inst.notional(exposure, price)
-    cap = inst.leverage_cap(terms.leverage)
-    if notional >= cap:
-        msg = f"notional {_f(notional)} {asset} ≥ {_f(cap)}, the cap at {terms.leverage}x"
-        out.append(("LEVERAGE_BRACKET_EXCEEDED", msg))
-    limit = settings.position_limit(asset)
-    if limit is not None and notional > limit:
-        msg = f"notional {_f(notional)} {asset} > the position limit {_f(limit)}"
-        out.append(("POSITION_LIMIT_EXCEEDED", msg))
     return out
 
 
