@@ -18,6 +18,8 @@ from bench.harness import REPO
 from handlers.settings import APP_SETTING_PREFIXES
 
 _RECEIVED_RE = re.compile(r"received (\d+) message\(s\)")
+#: devhost's one line per message: ``on_order message=<id> dequeueCount=1 Succeeded (12 ms)``.
+_INVOCATION_RE = re.compile(r"(\w+) message=\S+ dequeueCount=\d+ (\w+) \(")
 
 
 @dataclass
@@ -34,6 +36,8 @@ class DevhostRun:
     returncode: int | None = None
     cpu_seconds: float | None = None
     counts: Counter[str] = field(default_factory=Counter)
+    #: ``<function> <outcome>`` → messages, from devhost's one line per message.
+    invocations: Counter[str] = field(default_factory=Counter)
     listening_event: threading.Event = field(default_factory=threading.Event)
     process: subprocess.Popen[bytes] | None = None
     _reader: threading.Thread | None = None
@@ -77,6 +81,9 @@ class DevhostRun:
                     self.counts["connections_discarded"] += 1
                 if "etag conflict" in line:
                     self.counts["etag_conflicts"] += 1
+                invoked = _INVOCATION_RE.search(line)
+                if invoked:
+                    self.invocations[f"{invoked.group(1)} {invoked.group(2)}"] += 1
                 match = _RECEIVED_RE.search(line)
                 if match:
                     self.counts["receives_with_messages"] += 1

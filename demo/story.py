@@ -3,9 +3,11 @@ between starting and stopping the local services).
 
 Each step sends one file of ``demo/`` with ``python -m devhost send``, processes it with
 ``python -m devhost run --drain`` and shows what happened: how each message ended (from the
-host's log), the alerts it raised (one readable line each) and the positions it moved. What
-the step is meant to do is checked (alerts, risk states, quantities, liquidation prices);
-a step that does something else is reported and the run exits 1.
+host's log), the alerts it raised and the order decisions it got (one readable line each,
+as ``devhost alerts`` and ``devhost decisions`` print them) and the positions or wallets it
+moved. What the step is meant to do is checked (alerts, decisions, risk states, quantities,
+liquidation prices, open orders and the margin they reserve); a step that does something
+else is reported and the run exits 1.
 
 Steps are separate drains on purpose: the messages of one file are processed concurrently,
 so a deposit and the fill it funds never share a file.
@@ -45,11 +47,15 @@ DEMO_SETTINGS = {
     "MARKS_QUEUE": "demo-marks",
     "MARKS_FANOUT_QUEUE": "demo-marks-fanout",
     "ALERTS_QUEUE": "demo-alerts",
+    "ORDERS_QUEUE": "demo-orders",
+    "ORDER_DECISIONS_QUEUE": "demo-order-decisions",
     "COSMOS_DATABASE": "tradeguard-demo",
 }
 
 #: (type, accountId, scope, first reason code) of an alert; scope and account "-" for null.
 AlertKey = tuple[str, str, str, str]
+#: (decision, accountId, orderId, first reason code or "-") of an order decision.
+DecisionKey = tuple[str, str, str, str]
 
 
 @dataclass(frozen=True)
@@ -59,7 +65,10 @@ class Step:
     ``states`` maps (account, scope) to a risk state, the scope being a settle asset (the
     cross wallet) or ``SYMBOL:SIDE`` (a position); ``quantities`` and ``liquidation`` map
     (account, ``SYMBOL:SIDE``) to the position's signed quantity and its liquidation price
-    as the tables round it. ``alerts`` are exactly the alerts the step raises.
+    as the tables round it. ``alerts`` are exactly the alerts the step raises, ``decisions``
+    exactly the order decisions it gets; ``open_orders`` maps an account to the ids of the
+    orders it holds open and ``reserved`` (account, settle asset) to the wallet's
+    ``openOrderMargin``.
     """
 
     file: str
@@ -67,9 +76,12 @@ class Step:
     why: str
     then: str
     alerts: tuple[AlertKey, ...] = ()
+    decisions: tuple[DecisionKey, ...] = ()
     states: Mapping[tuple[str, str], str] = field(default_factory=dict)
     quantities: Mapping[tuple[str, str], str] = field(default_factory=dict)
     liquidation: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    open_orders: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    reserved: Mapping[tuple[str, str], str] = field(default_factory=dict)
     show: tuple[str, ...] = ()
     wallets: bool = False
 
@@ -173,6 +185,37 @@ STEPS: tuple[Step, ...] = (
         states={("bob", "ETHUSDT:BOTH"): "MARGIN_CALL", ("bob", "USDT"): "NORMAL"},
         show=("bob",),
     ),
+    Step(
+        "09-orders.jsonl",
+        "Two orders, checked before they reach the matching engine",
+        "Two ORDERs, each answered by one ORDER_DECISION (`devhost decisions` prints them),\n"
+        "valued at the latest marks (BTCUSDT 63000). bob wants 0.05 BTCUSDT at 63000, cross,\n"
+        "10x: cost 315 USDT, and his cross wallet has 500 available (the rest is his\n"
+        "isolated margin). alice wants 0.01 at 63000, 10x: cost 63, but her cross wallet is\n"
+        "all in her long (available -75).",
+        "bob's order is APPROVED and its 315 USDT reserved: his available balance falls to\n"
+        "185. alice's is REJECTED, INSUFFICIENT_MARGIN. No alert, no position moves.",
+        decisions=(
+            ("APPROVED", "bob", "bob-o1", "-"),
+            ("REJECTED", "alice", "alice-o1", "INSUFFICIENT_MARGIN"),
+        ),
+        open_orders={"alice": (), "bob": ("bob-o1",)},
+        reserved={("alice", "USDT"): "0", ("bob", "USDT"): "315"},
+        quantities={("alice", "BTCUSDT:BOTH"): "0.5"},
+        show=("alice", "bob"),
+        wallets=True,
+    ),
+    Step(
+        "10-order-done.jsonl",
+        "The order is done",
+        "The venue reports bob's order CANCELED: an ORDER_DONE ends it (a FILL with its\n"
+        "orderId would release its reservation pro rata instead).",
+        "bob's 315 USDT are released: available 500 again. ORDER_DONE sends nothing.",
+        open_orders={"bob": ()},
+        reserved={("bob", "USDT"): "0"},
+        show=("bob",),
+        wallets=True,
+    ),
 )
 
 
@@ -205,11 +248,26 @@ def _position(doc: Mapping[str, Any], scope: str) -> Mapping[str, Any] | None:
     return None
 
 
+def decision_key(decision: Mapping[str, Any]) -> DecisionKey:
+    """The (decision, account, order, first reason code) of a decoded order decision."""
+    reasons = decision.get("reasons") or [{}]
+    return (
+        str(decision.get("decision")),
+        str(decision.get("accountId") or "-"),
+        str(decision.get("orderId") or "-"),
+        str(reasons[0].get("code", "-")),
+    )
+
+
 def check(
-    step: Step, alerts: Sequence[Mapping[str, Any]], docs: Sequence[Mapping[str, Any]]
+    step: Step,
+    alerts: Sequence[Mapping[str, Any]],
+    docs: Sequence[Mapping[str, Any]],
+    decisions: Sequence[Mapping[str, Any]] = (),
 ) -> list[str]:
-    """What differs from what ``step`` is meant to do, given the alerts it raised and the
-    account documents after it (empty: it did what it says)."""
+    """What differs from what ``step`` is meant to do, given the alerts it raised, the
+    order decisions it got and the account documents after it (empty: it did what it
+    says)."""
     from devhost import present
 
     problems: list[str] = []
@@ -218,6 +276,12 @@ def check(
     if got != want:
         problems.append(
             f"alerts: expected {sorted(want.elements()) or 'none'}, got {sorted(got.elements()) or 'none'}"
+        )
+    decided, meant = Counter(decision_key(d) for d in decisions), Counter(step.decisions)
+    if decided != meant:
+        problems.append(
+            f"decisions: expected {sorted(meant.elements()) or 'none'}, "
+            f"got {sorted(decided.elements()) or 'none'}"
         )
     by_id = {str(d.get("accountId")): d for d in docs}
     for (account, scope), state in step.states.items():
@@ -234,6 +298,15 @@ def check(
         found = None if position is None else present.price(position.get("liquidationPrice"))
         if found != liq:
             problems.append(f"{account} {scope} liquidation price: expected {liq}, got {found}")
+    for account, ids in step.open_orders.items():
+        held = tuple(str(o.get("orderId")) for o in by_id.get(account, {}).get("openOrders", []))
+        if sorted(held) != sorted(ids):
+            problems.append(f"{account} open orders: expected {list(ids)}, got {list(held)}")
+    for (account, asset), margin in step.reserved.items():
+        wallet = by_id.get(account, {}).get("wallets", {}).get(asset, {})
+        found = wallet.get("openOrderMargin")
+        if found != margin:
+            problems.append(f"{account} {asset} open-order margin: expected {margin}, got {found}")
     return problems
 
 
@@ -293,6 +366,7 @@ class Story:
         self.log_file = workdir / "devhost.log"
         self.log_file.write_text("", encoding="utf-8")
         self.alerts: list[dict[str, Any]] = []
+        self.decisions: list[dict[str, Any]] = []
         self.ok = False
         self.results: list[tuple[Step, list[dict[str, Any]], list[dict[str, Any]], list[str]]] = []
 
@@ -349,6 +423,17 @@ class Story:
             raise RuntimeError(f"reading the alerts failed ({code})")
         return [json.loads(line) for line in buffer.getvalue().splitlines() if line]
 
+    def take_decisions(self) -> list[dict[str, Any]]:
+        from devhost import producer
+
+        buffer = io.StringIO()
+        code = producer.decisions_command(
+            as_json=True, settings_file=self.settings_file, out=buffer
+        )
+        if code != 0:
+            raise RuntimeError(f"reading the order decisions failed ({code})")
+        return [json.loads(line) for line in buffer.getvalue().splitlines() if line]
+
     def accounts(self) -> list[dict[str, Any]]:
         from devhost import inspect_state
 
@@ -370,9 +455,13 @@ class Story:
         self.drain()
         alerts = sorted(self.take_alerts(), key=alert_key)  # the host runs them concurrently
         self.alerts.extend(alerts)
+        decisions = sorted(self.take_decisions(), key=decision_key)
+        self.decisions.extend(decisions)
         docs = self.accounts()
         self.say("What happened:")
         self.say("\n".join(self.alert_lines(alerts)) or "no alert", "  ")
+        if decisions:
+            self.say("\n".join(present.decision_line(d) for d in decisions), "  ")
         shown = [d for d in docs if d.get("accountId") in step.show]
         ratio = self.app.margin_call_ratio
         if step.wallets:
@@ -380,7 +469,7 @@ class Story:
         else:
             lines = present.positions_table(shown, ratio, inspect_state.settle_assets(self.app))
         self.say("\n".join(lines), "  ")
-        problems = check(step, alerts, docs)
+        problems = check(step, alerts, docs, decisions)
         self.results.append((step, alerts, docs, problems))
         if problems:
             self.say(_hang("✘ not as told: ", step.then))
@@ -408,7 +497,15 @@ class Story:
             cosmos.delete_database(self.app.cosmos_database)
         queues = QueueServiceClient.from_connection_string(self.settings["AzureWebJobsStorage"])
         app = self.app
-        for name in (app.trades_queue, app.marks_queue, app.marks_fanout_queue, app.alerts_queue):
+        names = (
+            app.trades_queue,
+            app.marks_queue,
+            app.marks_fanout_queue,
+            app.alerts_queue,
+            app.orders_queue,
+            app.order_decisions_queue,
+        )
+        for name in names:
             for queue in (name, f"{name}-poison"):
                 with contextlib.suppress(ResourceNotFoundError):
                     queues.delete_queue(queue)
@@ -422,14 +519,16 @@ class Story:
         self.reset()
         self.say(
             "tradeguard demo. A cross account walks NORMAL → MARGIN_CALL → LIQUIDATION → NORMAL\n"
-            "with the marks, next to an isolated position, a duplicate and two rejected fills.\n"
+            "with the marks, next to an isolated position, a duplicate, two rejected fills, and\n"
+            "two orders checked before they trade (one approved, one rejected).\n"
             "Each step sends a file of demo/ to the queues, runs devhost (the local Functions\n"
             "host) until they are empty, and shows what happened: how each message ended, the\n"
-            "alerts it raised (one line each), the positions it moved.\n"
+            "alerts and order decisions it raised (one line each), what it moved.\n"
             f"Risk states: MARGIN_CALL at a margin ratio ≥ {app.margin_call_ratio}; LIQUIDATION at ≥ 1,"
             " or with the mark\nat or beyond the liquidation price.\n"
-            f"Queues {app.trades_queue}, {app.marks_queue}, {app.alerts_queue}, database "
-            f"{app.cosmos_database} (emptied first);\ndevhost's log: {_shown(self.log_file)}."
+            f"Queues {app.trades_queue}, {app.marks_queue}, {app.orders_queue}, "
+            f"{app.alerts_queue}, {app.order_decisions_queue},\ndatabase "
+            f"{app.cosmos_database} (emptied first); devhost's log: {_shown(self.log_file)}."
         )
         self.say()
         ok = True

@@ -2,8 +2,8 @@
 
 ``python -m devhost run`` serves the app's queue triggers with the Storage Queues
 extension's semantics, ``python -m devhost services start|stop|status`` manages the local
-Azurite and Cosmos DB stand-ins, and ``python -m devhost send|alerts`` feeds and reads the
-queues for a demo. See docs/devhost.md.
+Azurite and Cosmos DB stand-ins, and ``python -m devhost send|alerts|decisions`` feeds and
+reads the queues for a demo. See docs/devhost.md.
 """
 
 from __future__ import annotations

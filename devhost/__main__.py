@@ -1,5 +1,5 @@
-"""The ``python -m devhost`` command line: run, services, send, alerts, accounts,
-replay-poison."""
+"""The ``python -m devhost`` command line: run, services, send, alerts, decisions,
+accounts, replay-poison."""
 
 from __future__ import annotations
 
@@ -112,8 +112,9 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("file", type=Path, metavar="FILE.jsonl")
     send.add_argument(
         "--queue",
-        metavar="trades|marks|NAME",
-        help="default: by the line's type (MARK/MARKS -> MARKS_QUEUE, else TRADES_QUEUE)",
+        metavar="trades|marks|orders|NAME",
+        help="default: by the line's type (MARK/MARKS -> MARKS_QUEUE, ORDER/ORDER_DONE/"
+        "ACCOUNT_CONTROL -> ORDERS_QUEUE, else TRADES_QUEUE)",
     )
     send.add_argument("--encoding", choices=("base64", "none"), default="base64")
     send.add_argument(
@@ -139,14 +140,22 @@ def _parser() -> argparse.ArgumentParser:
         "--queue",
         action="append",
         dest="queues",
-        metavar="trades|marks|marks-fanout|NAME",
-        help="which source queue (repeatable; default: trades, marks and the marks fan-out)",
+        metavar="trades|marks|marks-fanout|orders|NAME",
+        help="which source queue (repeatable; default: trades, marks, the marks fan-out and "
+        "orders)",
     )
 
     alerts = commands.add_parser("alerts", help="print (and delete) the messages on ALERTS_QUEUE")
     alerts.add_argument("--peek", action="store_true", help="do not delete (first 32 only)")
     alerts.add_argument("--json", action="store_true", help="each message as one line of JSON")
     _settings_arguments(alerts)
+
+    decisions = commands.add_parser(
+        "decisions", help="print (and delete) the messages on ORDER_DECISIONS_QUEUE"
+    )
+    decisions.add_argument("--peek", action="store_true", help="do not delete (first 32 only)")
+    decisions.add_argument("--json", action="store_true", help="each message as one line of JSON")
+    _settings_arguments(decisions)
     return parser
 
 
@@ -218,6 +227,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raw=args.raw,
             app_dir=args.app_dir,
             settings_file=args.settings,
+        )
+    if args.command == "decisions":
+        return producer.decisions_command(
+            peek=args.peek, as_json=args.json, app_dir=args.app_dir, settings_file=args.settings
         )
     return producer.alerts_command(
         peek=args.peek, as_json=args.json, app_dir=args.app_dir, settings_file=args.settings

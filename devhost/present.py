@@ -1,5 +1,5 @@
-"""Readable renderings for devhost's inspection commands: one line per alert, and tables of
-positions and wallets from account documents.
+"""Readable renderings for devhost's inspection commands: one line per alert or order
+decision, and tables of positions and wallets from account documents.
 
 Figures are rounded for reading only (the documents and alerts keep full precision):
 prices and amounts to six significant digits with at least two decimals, margin ratios to
@@ -21,6 +21,7 @@ __all__ = [
     "alert_line",
     "amount",
     "call_ratio_setting",
+    "decision_line",
     "distance_to_liquidation",
     "percent",
     "position_rows",
@@ -194,6 +195,48 @@ def alert_line(alert: Any, call_ratio: Decimal = DEFAULT_CALL_RATIO) -> str:
     metrics = alert.get("metrics")
     if kind in _RISK_TYPES and isinstance(metrics, Mapping):
         parts.extend(_risk_figures(metrics, call_ratio, kind))
+    return f"{head}  {' · '.join(parts)}".rstrip()
+
+
+#: The figures of a decision's line, in order: (metric, label, rendering).
+_DECISION_FIGURES = (
+    ("price", "price", "price"),
+    ("openingQuantity", "opening qty", "quantity"),
+    ("cost", "cost", "amount"),
+    ("availableForOrders", "available", "amount"),
+    ("availableForOrdersAfter", "after", "amount"),
+    ("marginRatioAfter", "margin ratio after", "ratio"),
+)
+
+
+def decision_line(decision: Any) -> str:
+    """One readable line for an order decision: APPROVED or REJECTED, account, order,
+    symbol, then the reasons (``CODE: message``) and the key figures rounded.
+
+    ``decision`` is a decoded ORDER_DECISION body; anything else is shown as ``(not a
+    decision)`` with its text.
+    """
+    if not isinstance(decision, Mapping) or decision.get("type") != "ORDER_DECISION":
+        return f"(not a decision) {_clean(decision)}"
+    head = "  ".join(
+        (
+            f"{_clean(decision.get('decision') or '-'):<8}",
+            f"{_clean(decision.get('accountId') or '-'):<6}",
+            f"{_clean(decision.get('orderId') or '-'):<16}",
+            f"{_clean(decision.get('symbol') or '-'):<12}",
+        )
+    )
+    parts: list[str] = []
+    reasons = decision.get("reasons")
+    for reason in reasons if isinstance(reasons, list) else []:
+        if isinstance(reason, Mapping):
+            code, message = reason.get("code", ""), reason.get("message", "")
+            parts.append(f"{_clean(code)}: {_clean(_round_numbers(str(message)))}")
+    metrics = decision.get("metrics")
+    shown = {"price": price, "quantity": quantity, "amount": amount, "ratio": ratio}
+    for key, label, kind in _DECISION_FIGURES:
+        if isinstance(metrics, Mapping) and metrics.get(key) is not None:
+            parts.append(f"{label} {shown[kind](metrics[key])}")
     return f"{head}  {' · '.join(parts)}".rstrip()
 
 

@@ -1,4 +1,5 @@
-"""Demo helpers: ``python -m devhost send FILE.jsonl`` and ``python -m devhost alerts``.
+"""Demo helpers: ``python -m devhost send FILE.jsonl``, ``python -m devhost alerts`` and
+``python -m devhost decisions``.
 
 Settings are resolved exactly as ``run`` resolves them (environment, then
 ``local.settings.json`` or ``--settings FILE``); the storage connection is the
@@ -16,7 +17,7 @@ import logging
 import re
 import sys
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -29,12 +30,19 @@ from devhost.settings_file import SettingsError, load_settings, load_sourced_set
 from handlers.adapters.storage import async_queue_service
 from handlers.errors import ConfigurationError
 
-__all__ = ["alerts_command", "decode_alert", "queue_for_line", "send_command"]
+__all__ = [
+    "alerts_command",
+    "decisions_command",
+    "decode_alert",
+    "queue_for_line",
+    "send_command",
+]
 
 logger = logging.getLogger(__name__)
 
 CONNECTION = "AzureWebJobsStorage"
 _MARK_TYPES = {"MARK", "MARKS"}
+_ORDER_TYPES = {"ORDER", "ORDER_DONE", "ACCOUNT_CONTROL"}
 _PEEK_LIMIT = 32
 
 
@@ -45,21 +53,26 @@ def _setting(settings: Mapping[str, str], name: str, default: str) -> str:
 def queue_for_line(line: str, settings: Mapping[str, str], queue: str | None = None) -> str:
     """The queue a JSONL line goes to.
 
-    ``queue`` "trades" or "marks" means the TRADES_QUEUE / MARKS_QUEUE setting, any other
-    name is taken as is; without it a line whose ``type`` is MARK or MARKS goes to
-    MARKS_QUEUE (default ``marks``) and every other line to TRADES_QUEUE (default
-    ``trades``).
+    ``queue`` "trades", "marks" or "orders" means the TRADES_QUEUE / MARKS_QUEUE /
+    ORDERS_QUEUE setting, any other name is taken as is; without it a line whose ``type``
+    is MARK or MARKS goes to MARKS_QUEUE (default ``marks``), one whose ``type`` is ORDER,
+    ORDER_DONE or ACCOUNT_CONTROL to ORDERS_QUEUE (default ``orders``), and every other line
+    to TRADES_QUEUE (default ``trades``).
     """
     trades = _setting(settings, "TRADES_QUEUE", "trades")
     marks = _setting(settings, "MARKS_QUEUE", "marks")
+    orders = _setting(settings, "ORDERS_QUEUE", "orders")
     if queue is not None:
-        return {"trades": trades, "marks": marks}.get(queue, queue)
+        return {"trades": trades, "marks": marks, "orders": orders}.get(queue, queue)
     try:
         document = json.loads(line)
     except ValueError:
         return trades
-    if isinstance(document, dict) and document.get("type") in _MARK_TYPES:
+    kind = document.get("type") if isinstance(document, dict) else None
+    if kind in _MARK_TYPES:
         return marks
+    if kind in _ORDER_TYPES:
+        return orders
     return trades
 
 
@@ -244,8 +257,8 @@ def send_command(
 
 
 def decode_alert(content: str) -> Any:
-    """An alert body as JSON: base64-decoded when it is base64, parsed when it is JSON;
-    anything else is returned as a JSON string of the text."""
+    """An alert (or order decision) body as JSON: base64-decoded when it is base64, parsed
+    when it is JSON; anything else is returned as a JSON string of the text."""
     text = content
     with contextlib.suppress(binascii.Error, ValueError):
         text = base64.b64decode(content.strip(), validate=True).decode("utf-8")
@@ -258,14 +271,40 @@ def decode_alert(content: str) -> Any:
 async def _alerts(
     settings: Mapping[str, str], peek: bool, out: TextIO, as_json: bool = False
 ) -> int:
-    name = _setting(settings, "ALERTS_QUEUE", "alerts")
     call_ratio = present.call_ratio_setting(settings)
+
+    def line(alert: Any) -> str:
+        return json.dumps(alert) if as_json else present.alert_line(alert, call_ratio)
+
+    name = _setting(settings, "ALERTS_QUEUE", "alerts")
+    return await _print_queue(settings, name, peek, out, line)
+
+
+async def _decisions(
+    settings: Mapping[str, str], peek: bool, out: TextIO, as_json: bool = False
+) -> int:
+    def line(decision: Any) -> str:
+        return json.dumps(decision) if as_json else present.decision_line(decision)
+
+    name = _setting(settings, "ORDER_DECISIONS_QUEUE", "order-decisions")
+    return await _print_queue(settings, name, peek, out, line)
+
+
+async def _print_queue(
+    settings: Mapping[str, str],
+    name: str,
+    peek: bool,
+    out: TextIO,
+    line: Callable[[Any], str],
+) -> int:
+    """Print every message of queue ``name`` (decoded, then rendered by ``line``), deleting
+    each once printed unless ``peek`` (then at most the first 32); how many it printed. A
+    queue that does not exist holds none."""
     service = async_queue_service(settings, CONNECTION)
     count = 0
 
     def show(content: str | None) -> None:
-        alert = decode_alert(content or "")
-        print(json.dumps(alert) if as_json else present.alert_line(alert, call_ratio), file=out)
+        print(line(decode_alert(content or "")), file=out)
 
     async with service:
         queue = service.get_queue_client(name)
@@ -316,4 +355,31 @@ def alerts_command(
         logger.error("reading alerts failed: %s", exc)
         return 1
     logger.info("%d alert(s)%s", count, " (peeked)" if peek else "")
+    return 0
+
+
+def decisions_command(
+    *,
+    peek: bool = False,
+    as_json: bool = False,
+    app_dir: Path | None = None,
+    settings_file: Path | None = None,
+    out: TextIO = sys.stdout,
+) -> int:
+    """Print every message on ORDER_DECISIONS_QUEUE, one readable line per decision
+    (``as_json``: one line of JSON per message, as it was sent), deleting it unless
+    ``peek`` (peeking shows at most the first 32).
+
+    Returns the exit code: 0 done, 2 settings error, 1 storage error.
+    """
+    try:
+        settings = load_settings(app_dir, settings_file)
+        count = asyncio.run(_decisions(settings, peek, out, as_json))
+    except (SettingsError, ConfigurationError) as exc:
+        logger.error("%s", exc)
+        return 2
+    except Exception as exc:
+        logger.error("reading decisions failed: %s", exc)
+        return 1
+    logger.info("%d decision(s)%s", count, " (peeked)" if peek else "")
     return 0

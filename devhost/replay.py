@@ -139,8 +139,9 @@ def replay_command(
     app_dir: Path | None = None,
     settings_file: Path | None = None,
 ) -> int:
-    """Replay poisoned and dead-lettered bodies of the trades, marks and marks fan-out
-    queues (or the named ones: ``trades``, ``marks``, ``marks-fanout`` or a queue name).
+    """Replay poisoned and dead-lettered bodies of the trades, marks, marks fan-out and
+    orders queues (or the named ones: ``trades``, ``marks``, ``marks-fanout``, ``orders``
+    or a queue name).
     Returns the exit code (0 done, 1 failure or messages held by a running host, 2
     settings)."""
     from devhost.cosmos import container
@@ -156,6 +157,7 @@ def replay_command(
         "trades": settings.trades_queue,
         "marks": settings.marks_queue,
         "marks-fanout": settings.marks_fanout_queue,
+        "orders": settings.orders_queue,
     }
     chosen = [names.get(q, q) for q in (queues or list(names))]
     warnings.filterwarnings("ignore", message="Unverified HTTPS request")

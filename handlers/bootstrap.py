@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from handlers.adapters.cosmos_store import CosmosLedgerStore, connect
-from handlers.adapters.queues import QueueAlertSink, QueueTextSink
+from handlers.adapters.queues import QueueAlertSink, QueueDecisionSink, QueueTextSink
 from handlers.adapters.storage import resolve_connection
 from handlers.core.catalog import Catalog, load_catalog
 from handlers.errors import ConfigurationError
@@ -65,12 +65,21 @@ def _build(settings: Settings, catalog: Catalog) -> Deps:
     environ, connection = settings.environ, settings.storage_connection
     sink = QueueAlertSink(environ, connection, settings.alerts_queue)
     fanout = QueueTextSink(environ, connection, settings.marks_fanout_queue)
-    return Deps(settings=settings, catalog=catalog, store=store, sink=sink, fanout=fanout)
+    decisions = QueueDecisionSink(environ, connection, settings.order_decisions_queue)
+    return Deps(
+        settings=settings,
+        catalog=catalog,
+        store=store,
+        sink=sink,
+        fanout=fanout,
+        decisions=decisions,
+    )
 
 
 def deps() -> Deps:
-    """The dependencies of the running event loop: settings, catalog, Cosmos store, alert
-    and fan-out queues (settings and catalog are read once per process).
+    """The dependencies of the running event loop: settings, catalog, Cosmos store, the
+    alerts, fan-out and order-decisions queues (settings and catalog are read once per
+    process).
 
     Raises:
         ConfigurationError: a setting or the catalog is wrong.
@@ -102,7 +111,7 @@ async def _close_at_shutdown(built: Deps) -> AsyncIterator[None]:
 
 
 async def _close_clients(built: Deps) -> None:
-    for client in (built.store, built.sink, built.fanout):
+    for client in (built.store, built.sink, built.fanout, built.decisions):
         closer = getattr(client, "close", None)
         if closer is not None:
             with contextlib.suppress(Exception):

@@ -16,9 +16,25 @@ from typing import Literal, Protocol
 
 from handlers import bootstrap, flows, observability
 
-__all__ = ["check_configuration", "mark", "mark_fanout", "poison", "stale_marks", "trade"]
+__all__ = [
+    "check_configuration",
+    "mark",
+    "mark_fanout",
+    "order",
+    "poison",
+    "stale_marks",
+    "trade",
+]
 
-Source = Literal["trades", "marks", "marks-fanout"]
+Source = Literal["trades", "marks", "marks-fanout", "orders"]
+
+#: The poison function of each source queue (function_app.py), the name its logs carry.
+_POISON_FUNCTIONS: dict[Source, str] = {
+    "trades": "on_trade_poison",
+    "marks": "on_mark_poison",
+    "marks-fanout": "on_mark_fanout_poison",
+    "orders": "on_order_poison",
+}
 
 logger = logging.getLogger("tradeguard")
 
@@ -40,6 +56,8 @@ def _queue(deps: flows.Deps, source: Source) -> str:
     settings = deps.settings
     if source == "trades":
         return settings.trades_queue
+    if source == "orders":
+        return settings.orders_queue
     return settings.marks_queue if source == "marks" else settings.marks_fanout_queue
 
 
@@ -142,6 +160,14 @@ async def mark_fanout(
     await _run("on_mark_fanout", msg, flows.process_mark_fanout, "marks-fanout", context)
 
 
+async def order(
+    msg: QueueMessageLike, context: observability.InvocationContextLike | None = None
+) -> None:
+    """An orders-queue message (ORDER, ORDER_DONE or ACCOUNT_CONTROL). Raises as
+    :func:`trade` (the order-decisions queue failing included)."""
+    await _run("on_order", msg, flows.process_order_message, "orders", context)
+
+
 async def poison(
     msg: QueueMessageLike,
     source: Source,
@@ -153,8 +179,7 @@ async def poison(
         Exception: the store is unavailable (the host leaves the message on the poison
             queue and retries it).
     """
-    name = "on_mark_fanout_poison" if source == "marks-fanout" else f"on_{source}_poison"
-    await _run(name, msg, flows.process_poison, source, context)
+    await _run(_POISON_FUNCTIONS[source], msg, flows.process_poison, source, context)
 
 
 async def stale_marks(context: observability.InvocationContextLike | None = None) -> None:

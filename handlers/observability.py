@@ -12,7 +12,7 @@ it first; it is cheap after the first call):
    ============== ====================================================================
    invocationId   the host's invocation id (``context.invocation_id``; the host's own
                   records carry the same value as ``InvocationId``)
-   functionName   ``on_trade``, ``on_mark``, ``on_trades_poison``, ...
+   functionName   ``on_trade``, ``on_mark``, ``on_trade_poison``, ...
    messageId      the queue message id
    dequeueCount   the host's delivery count of the message
    eventId        the tradeId / transferId (from the body), then each outcome's sourceId

@@ -9,10 +9,10 @@ from decimal import Decimal
 from typing import Protocol
 
 from handlers.core import documents as doc
-from handlers.core.contracts import Alert
+from handlers.core.contracts import Alert, OrderDecision
 from handlers.core.valuation import Valuation
 
-__all__ = ["AlertSink", "LedgerStore", "MessageSink"]
+__all__ = ["AlertSink", "DecisionSink", "LedgerStore", "MessageSink"]
 
 
 class LedgerStore(Protocol):
@@ -151,6 +151,14 @@ class AlertSink(Protocol):
 
     async def send(self, alerts: Sequence[Alert]) -> None:
         """Send each alert as one message (base64 of its JSON)."""
+        ...
+
+
+class DecisionSink(Protocol):
+    """The order-decisions queue; raises as :class:`AlertSink`."""
+
+    async def send(self, decisions: Sequence[OrderDecision]) -> None:
+        """Send each decision as one message (base64 of its JSON)."""
         ...
 
 

@@ -31,6 +31,11 @@ __all__ = [
     "MARKS_INDEX_SHARDS",
     "MARKS_QUEUE",
     "MARK_CACHE_SECONDS",
+    "ORDERS_QUEUE",
+    "ORDER_DECISIONS_QUEUE",
+    "ORDER_MARKET_SLIPPAGE",
+    "ORDER_MAX_MARGIN_RATIO",
+    "ORDER_RATE_LIMIT_PER_SECOND",
     "RISK_BAND_WIDTH",
     "RISK_LARGE_TRADE_NOTIONAL",
     "RISK_MARGIN_CALL_RATIO",
@@ -41,6 +46,7 @@ __all__ = [
     "Settings",
     "fanout_queue_expression",
     "load_settings",
+    "orders_queue_expression",
     "parse_asset_amounts",
 ]
 
@@ -61,6 +67,11 @@ MARKS_FANOUT_QUEUE = "MARKS_FANOUT_QUEUE"
 MARKS_FANOUT_BATCH = "MARKS_FANOUT_BATCH"
 MARKS_INDEX_SHARDS = "MARKS_INDEX_SHARDS"
 RISK_BAND_WIDTH = "RISK_BAND_WIDTH"
+ORDERS_QUEUE = "ORDERS_QUEUE"
+ORDER_DECISIONS_QUEUE = "ORDER_DECISIONS_QUEUE"
+ORDER_MARKET_SLIPPAGE = "ORDER_MARKET_SLIPPAGE"
+ORDER_RATE_LIMIT_PER_SECOND = "ORDER_RATE_LIMIT_PER_SECOND"
+ORDER_MAX_MARGIN_RATIO = "ORDER_MAX_MARGIN_RATIO"
 AZURE_SDK_LOG_LEVEL = "AZURE_SDK_LOG_LEVEL"
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 #: Prefixes of every setting name the app (or its telemetry) reads (not itself a setting, so
@@ -78,6 +89,8 @@ APP_SETTING_PREFIXES = (
     STALE_MARK_AFTER_SECONDS,
     MARK_CACHE_SECONDS,
     "MARKS_FANOUT_",
+    "MARKS_INDEX_",
+    "ORDER",  # ORDERS_QUEUE, ORDER_DECISIONS_QUEUE, ORDER_*
     AZURE_SDK_LOG_LEVEL,
     "APPLICATIONINSIGHTS_",
 )
@@ -129,6 +142,14 @@ def parse_asset_amounts(text: str, name: str) -> dict[str, Decimal]:
             raise ConfigurationError(f"{entry!r}: the amount must be > 0", name, text)
         out[asset] = value
     return out
+
+
+def orders_queue_expression(environ: Mapping[str, str] | None = None) -> str:
+    """The ``queueName`` of the orders trigger: ``%ORDERS_QUEUE%`` when that setting is
+    set, else its default ``orders`` (the host refuses to index a function whose
+    ``%SETTING%`` is missing, and apps deployed before orders existed do not set it)."""
+    env = os.environ if environ is None else environ
+    return f"%{ORDERS_QUEUE}%" if env.get(ORDERS_QUEUE, "").strip() else "orders"
 
 
 _QUEUE_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,55}$")
@@ -198,6 +219,15 @@ class Settings:
     marks_index_shards: int = 4
     #: The widest risk band, a fraction of the mark each way (``RISK_BAND_WIDTH``).
     risk_band_width: Decimal = Decimal("0.05")
+    #: The pre-trade checks (``ORDERS_QUEUE`` in, ``ORDER_DECISIONS_QUEUE`` out).
+    orders_queue: str = "orders"
+    order_decisions_queue: str = "order-decisions"
+    #: How far beyond the mark a MARKET order is valued (a fraction).
+    order_market_slippage: Decimal = Decimal("0.0005")
+    #: Orders per account per second of ``submittedAt`` (0: no limit).
+    order_rate_limit_per_second: int = 50
+    #: The margin ratio an order may not bring its wallet to (``MARGIN_RATIO_LIMIT``).
+    order_max_margin_ratio: Decimal = Decimal("0.80")
     #: The level of the Azure SDKs' loggers (their HTTP logs are INFO: kept out of the
     #: worker's forwarded logs, and so of Application Insights, by default).
     azure_sdk_log_level: str = "WARNING"
@@ -242,7 +272,22 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             endpoint,
         )
     marks_queue = _queue(env, MARKS_QUEUE, "marks")
+    slippage = _number(
+        env, ORDER_MARKET_SLIPPAGE, "0.0005", Decimal(0), Decimal("0.5"), "in [0, 0.5)"
+    )
+    if slippage == Decimal("0.5"):
+        raise ConfigurationError("must be in [0, 0.5)", ORDER_MARKET_SLIPPAGE, str(slippage))
+    max_ratio = _number(
+        env, ORDER_MAX_MARGIN_RATIO, str(ratio), Decimal(0), Decimal(1), "in (0, 1]"
+    )
+    if max_ratio == 0:
+        raise ConfigurationError("must be in (0, 1]", ORDER_MAX_MARGIN_RATIO, str(max_ratio))
     return Settings(
+        orders_queue=_queue(env, ORDERS_QUEUE, "orders"),
+        order_decisions_queue=_queue(env, ORDER_DECISIONS_QUEUE, "order-decisions"),
+        order_market_slippage=slippage,
+        order_rate_limit_per_second=_integer(env, ORDER_RATE_LIMIT_PER_SECOND, "50", 0, 10**6),
+        order_max_margin_ratio=max_ratio,
         marks_fanout_queue=_queue(env, MARKS_FANOUT_QUEUE, marks_queue + "-fanout"),
         marks_fanout_batch=batch,
         marks_index_shards=shards,

@@ -82,6 +82,16 @@ param riskPositionLimitNotional string = 'USDT:10000000,BTC:200'
 param staleMarkAfterSeconds string = '300'
 @description('How old (seconds) an instance\'s copy of a stored mark may be for a fill\'s first look at a symbol the account does not hold; 0 (default) = always read.')
 param markCacheSeconds string = '0'
+@description('The pre-trade checks: ORDER, ORDER_DONE and ACCOUNT_CONTROL in (with its -poison).')
+param ordersQueue string = 'orders'
+@description('Where ORDER_DECISION messages go.')
+param orderDecisionsQueue string = 'order-decisions'
+@description('How far beyond the mark a MARKET order is valued, a fraction (0 <= s < 0.5).')
+param orderMarketSlippage string = '0.0005'
+@description('Orders per account per second of submittedAt (0 turns the limit off).')
+param orderRateLimitPerSecond string = '50'
+@description('The margin ratio an order may not bring its wallet to, in (0, 1]; empty: riskMarginCallRatio.')
+param orderMaxMarginRatio string = ''
 @description('Path (inside the deployed package) of an instrument catalog that replaces the shipped one; empty = the shipped catalog.')
 param instrumentsFile string = ''
 
@@ -125,6 +135,11 @@ module resources 'resources.bicep' = {
     riskPositionLimitNotional: riskPositionLimitNotional
     staleMarkAfterSeconds: staleMarkAfterSeconds
     markCacheSeconds: markCacheSeconds
+    ordersQueue: ordersQueue
+    orderDecisionsQueue: orderDecisionsQueue
+    orderMarketSlippage: orderMarketSlippage
+    orderRateLimitPerSecond: orderRateLimitPerSecond
+    orderMaxMarginRatio: orderMaxMarginRatio
     instrumentsFile: instrumentsFile
   }
 }

@@ -43,6 +43,11 @@ param riskLargeTradeNotional string = 'USDT:1000000,BTC:20'
 param riskPositionLimitNotional string = 'USDT:10000000,BTC:200'
 param staleMarkAfterSeconds string = '300'
 param markCacheSeconds string = '0'
+param ordersQueue string = 'orders'
+param orderDecisionsQueue string = 'order-decisions'
+param orderMarketSlippage string = '0.0005'
+param orderRateLimitPerSecond string = '50'
+param orderMaxMarginRatio string = ''
 param instrumentsFile string = ''
 
 var token = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName, location))
@@ -94,6 +99,9 @@ module storage 'modules/storage.bicep' = {
       '${marksQueue}-poison'
       marksFanoutQueue
       '${marksFanoutQueue}-poison'
+      ordersQueue
+      '${ordersQueue}-poison'
+      orderDecisionsQueue
       alertsQueue
     ]
     appPrincipalId: identity.properties.principalId
@@ -147,6 +155,11 @@ module app 'modules/functionapp.bicep' = {
       MARKS_FANOUT_BATCH: marksFanoutBatch
       MARKS_INDEX_SHARDS: marksIndexShards
       RISK_BAND_WIDTH: riskBandWidth
+      ORDERS_QUEUE: ordersQueue
+      ORDER_DECISIONS_QUEUE: orderDecisionsQueue
+      ORDER_MARKET_SLIPPAGE: orderMarketSlippage
+      ORDER_RATE_LIMIT_PER_SECOND: orderRateLimitPerSecond
+      ORDER_MAX_MARGIN_RATIO: orderMaxMarginRatio
       AZURE_SDK_LOG_LEVEL: azureSdkLogLevel
       ALERTS_QUEUE: alertsQueue
       COSMOS_ENDPOINT: cosmos.outputs.endpoint

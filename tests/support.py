@@ -88,6 +88,8 @@ class AppUnderTest:
             "TRADES_QUEUE": f"tr-{tag}",
             "MARKS_QUEUE": f"mk-{tag}",
             "ALERTS_QUEUE": f"al-{tag}",
+            "ORDERS_QUEUE": f"or-{tag}",
+            "ORDER_DECISIONS_QUEUE": f"od-{tag}",
             "COSMOS_DATABASE": f"db-{tag}",
             **(
                 {"DEVHOST_STARTUP_CHECKS": "off"}

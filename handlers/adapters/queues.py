@@ -1,10 +1,11 @@
-"""AlertSink and MessageSink on Azure Queue Storage: each alert (or text) one message,
-base64 of its JSON (UTF-8).
+"""AlertSink, DecisionSink and MessageSink on Azure Queue Storage: each alert, order
+decision (or text) one message, base64 of its JSON (UTF-8).
 
 Alerts are sent with the queue SDK rather than an output binding: a binding is flushed
 only after the function returns, i.e. after the record write, so a failed flush would
 leave a record whose alerts were never sent — and a duplicate whose record exists sends
-nothing. With the SDK the service sends before it writes the record (docs/alerts.md).
+nothing. With the SDK the service sends before it writes the record (docs/alerts.md). Order
+decisions go the same way, for the same reason (docs/orders.md).
 """
 
 from __future__ import annotations
@@ -19,9 +20,16 @@ from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue.aio import QueueClient
 
 from handlers.adapters.storage import async_queue_service
-from handlers.core.contracts import Alert
+from handlers.core.contracts import Alert, OrderDecision
 
-__all__ = ["QueueAlertSink", "QueueTextSink", "encode_alert", "encode_text"]
+__all__ = [
+    "QueueAlertSink",
+    "QueueDecisionSink",
+    "QueueTextSink",
+    "encode_alert",
+    "encode_decision",
+    "encode_text",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +38,11 @@ def encode_alert(alert: Alert) -> str:
     """The queue text of an alert: base64 of its compact JSON (what TextBase64DecodePolicy
     and a default queue trigger expect)."""
     return base64.b64encode(alert.model_dump_json().encode("utf-8")).decode("ascii")
+
+
+def encode_decision(decision: OrderDecision) -> str:
+    """The queue text of an order decision: base64 of its compact JSON, as for alerts."""
+    return base64.b64encode(decision.model_dump_json().encode("utf-8")).decode("ascii")
 
 
 def encode_text(text: str) -> str:
@@ -99,4 +112,28 @@ class QueueAlertSink(QueueTextSink):
                 alert.alertId[:12],
                 alert.accountId,
                 alert.sourceId,
+            )
+
+
+class QueueDecisionSink(QueueTextSink):
+    """Sends order decisions to the order-decisions queue."""
+
+    async def send(self, decisions: Sequence[OrderDecision]) -> None:
+        """Send each decision as one message (concurrently when there are several).
+
+        Raises:
+            azure.core.exceptions.AzureError: the queue could not be written (some of
+                several decisions may have been sent; a retry re-sends them with the same
+                decisionIds).
+        """
+        if not decisions:
+            return
+        await self._send_all([encode_decision(d) for d in decisions])
+        for decision in decisions:
+            logger.info(
+                "decision %s %s account=%s order=%s",
+                decision.decision,
+                decision.decisionId[:12],
+                decision.accountId,
+                decision.orderId,
             )

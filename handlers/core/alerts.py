@@ -41,6 +41,7 @@ SEVERITY: Mapping[str, str] = {
     "LIQUIDATION_RISK": "CRITICAL",
     "RISK_RECOVERED": "INFO",
     "STALE_MARK": "WARNING",
+    "TRADING_STATE_CHANGED": "INFO",
 }
 
 

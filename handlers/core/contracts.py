@@ -1,5 +1,6 @@
-"""Wire models of the contract: FILL, TRANSFER, MARK, MARKS in; Alert out (their field
-types: :mod:`handlers.core.fields`).
+"""Wire models of the contract: FILL, TRANSFER, MARK, MARKS, and on the orders queue ORDER,
+ORDER_DONE, ACCOUNT_CONTROL in; Alert and ORDER_DECISION out (their field types:
+:mod:`handlers.core.fields`).
 
 Inputs are validated from the Python objects :func:`handlers.core.decode.decode_body`
 produces (numbers as :class:`JsonNumber`, so decimals keep their exact text). Every model
@@ -15,9 +16,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     Field,
+    PlainValidator,
     Strict,
     TypeAdapter,
     ValidationError,
+    WithJsonSchema,
+    model_validator,
 )
 
 from handlers.core.decimals import DECIMAL_PATTERN
@@ -45,7 +49,9 @@ from handlers.core.fields import (
 __all__ = [
     "ID_PATTERN",
     "INBOUND",
+    "ORDERS_INBOUND",
     "SYMBOL_PATTERN",
+    "AccountControl",
     "Alert",
     "AlertType",
     "Fill",
@@ -53,6 +59,9 @@ __all__ = [
     "Mark",
     "MarkEntry",
     "Marks",
+    "Order",
+    "OrderDecision",
+    "OrderDone",
     "Reason",
     "Transfer",
     "ValidationError",
@@ -61,6 +70,7 @@ __all__ = [
     "mark_id",
     "parse_timestamp",
     "validate_inbound",
+    "validate_order_message",
 ]
 
 # --- inbound ---------------------------------------------------------------------------
@@ -70,7 +80,11 @@ class Fill(WireModel):
     """One trade execution (``type`` FILL)."""
 
     type: Literal["FILL"]
-    schemaVersion: SchemaVersion
+    schemaVersion: Annotated[
+        int,
+        PlainValidator(integer_check(1, 2)),
+        WithJsonSchema({"type": "integer", "enum": [1, 2]}),
+    ]
     tradeId: Id
     accountId: Id
     symbol: Text
@@ -84,6 +98,14 @@ class Fill(WireModel):
     fee: NonNegativeDecimal = Decimal(0)
     executedAt: Timestamp
     correlationId: Id | None = None
+    #: v2: the order it fills (releases that order's reservation pro rata).
+    orderId: Id | None = None
+
+    @model_validator(mode="after")
+    def _order_id_is_v2(self) -> Fill:
+        if self.orderId is not None and self.schemaVersion != 2:
+            raise ValueError("orderId needs schemaVersion 2")
+        return self
 
     @property
     def event_id(self) -> str:
@@ -134,7 +156,61 @@ class Marks(WireModel):
     marks: Annotated[list[Any], Field(min_length=1, max_length=500), Strict()]
 
 
+class Order(WireModel):
+    """A pre-trade check (``type`` ORDER) on the orders queue."""
+
+    type: Literal["ORDER"]
+    schemaVersion: SchemaVersion
+    orderId: Id
+    accountId: Id
+    symbol: Text
+    side: Literal["BUY", "SELL"]
+    orderType: Literal["LIMIT", "MARKET"]
+    quantity: PositiveDecimal
+    #: LIMIT: required; MARKET: absent (valued at the mark and the slippage setting).
+    price: PositiveDecimal | None = None
+    leverage: Leverage
+    marginMode: Literal["ISOLATED", "CROSS"] = "CROSS"
+    positionSide: Literal["BOTH", "LONG", "SHORT"] = "BOTH"
+    reduceOnly: Flag = False
+    submittedAt: Timestamp
+    correlationId: Id | None = None
+
+    @model_validator(mode="after")
+    def _price_by_type(self) -> Order:
+        if self.orderType == "LIMIT" and self.price is None:
+            raise ValueError("a LIMIT order needs a price")
+        if self.orderType == "MARKET" and self.price is not None:
+            raise ValueError("a MARKET order has no price")
+        return self
+
+
+class OrderDone(WireModel):
+    """The end of an order's life (``type`` ORDER_DONE): releases what it still reserves."""
+
+    type: Literal["ORDER_DONE"]
+    schemaVersion: SchemaVersion
+    orderId: Id
+    accountId: Id
+    status: Literal["FILLED", "CANCELED", "EXPIRED", "REJECTED"]
+    occurredAt: Timestamp
+
+
+class AccountControl(WireModel):
+    """An account's trading state (``type`` ACCOUNT_CONTROL)."""
+
+    type: Literal["ACCOUNT_CONTROL"]
+    schemaVersion: SchemaVersion
+    controlId: Id
+    accountId: Id
+    tradingState: Literal["ACTIVE", "REDUCING", "HALTED"]
+    reason: Annotated[str, Strict(), Field(max_length=200)]
+    occurredAt: Timestamp
+
+
 Inbound = Annotated[Fill | Transfer | Mark | Marks, Field(discriminator="type")]
+OrdersInbound = Annotated[Order | OrderDone | AccountControl, Field(discriminator="type")]
+ORDERS_INBOUND: TypeAdapter[Order | OrderDone | AccountControl] = TypeAdapter(OrdersInbound)
 INBOUND: TypeAdapter[Fill | Transfer | Mark | Marks] = TypeAdapter(Inbound)
 MARK_ENTRY: TypeAdapter[MarkEntry] = TypeAdapter(MarkEntry)
 _FILL_FIELD_SET = frozenset(Fill.model_fields)
@@ -176,8 +252,8 @@ def _valid_fill(clean: dict[str, Any]) -> Fill | None:
     then validates it and words the errors). Only exact ``str``/``bool`` values are taken,
     so pydantic's strict-mode coercions never need copying."""
     keys = clean.keys()
-    if not keys >= _FILL_REQUIRED or not keys <= _FILL_FIELD_SET:
-        return None
+    if not keys >= _FILL_REQUIRED or not keys <= _FILL_FIELD_SET or "orderId" in keys:
+        return None  # (a v2 FILL with an orderId: the model)
     try:
         kind = clean["type"]
         side = clean["side"]
@@ -214,6 +290,7 @@ def _valid_fill(clean: dict[str, Any]) -> Fill | None:
             "fee": _non_negative(clean["fee"]) if "fee" in clean else _FEE_DEFAULT,
             "executedAt": parse_timestamp(clean["executedAt"]),
             "correlationId": None if correlation is None else checked_id(correlation),
+            "orderId": None,
         }
     except Exception:  # any rule broken: the model says which
         return None
@@ -223,6 +300,15 @@ def _valid_fill(clean: dict[str, Any]) -> Fill | None:
     _set_attribute(fill, "__pydantic_extra__", None)
     _set_attribute(fill, "__pydantic_private__", None)
     return fill
+
+
+def validate_order_message(obj: dict[str, Any]) -> Order | OrderDone | AccountControl:
+    """Validate a decoded orders-queue body, ignoring top-level keys that begin with ``$``.
+
+    Raises:
+        pydantic.ValidationError: any rule of the contract is broken.
+    """
+    return ORDERS_INBOUND.validate_python({k: v for k, v in obj.items() if not k.startswith("$")})
 
 
 def mark_id(symbol: object, timestamp: object) -> str | None:
@@ -250,6 +336,7 @@ AlertType = Literal[
     "LIQUIDATION_RISK",
     "RISK_RECOVERED",
     "STALE_MARK",
+    "TRADING_STATE_CHANGED",
 ]
 
 
@@ -275,3 +362,20 @@ class Alert(WireModel):
     reasons: tuple[Reason, ...] = ()
     metrics: dict[str, Annotated[str, Field(pattern=DECIMAL_PATTERN)]] = Field(default_factory=dict)
     createdAt: Timestamp
+
+
+class OrderDecision(WireModel):
+    """A pre-trade decision on the ``order-decisions`` queue (written base64-encoded);
+    ``decisionId`` is 64 hex of SHA-256 over the compact JSON ``[accountId, orderId]``."""
+
+    schemaVersion: Literal[1] = 1
+    type: Literal["ORDER_DECISION"] = "ORDER_DECISION"
+    decisionId: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    orderId: str
+    accountId: str
+    symbol: str | None
+    decision: Literal["APPROVED", "REJECTED"]
+    reasons: tuple[Reason, ...] = ()
+    metrics: dict[str, Annotated[str, Field(pattern=DECIMAL_PATTERN)]] = Field(default_factory=dict)
+    correlationId: str | None = None
+    decidedAt: Timestamp

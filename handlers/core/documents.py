@@ -20,7 +20,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from handlers.core.contracts import Alert
+from handlers.core.contracts import Alert, OrderDecision
+from handlers.core.orders import OpenOrder
 from handlers.core.state import Ledger
 
 __all__ = [
@@ -36,6 +37,8 @@ __all__ = [
     "HolderEntry",
     "MarkDoc",
     "MarkPass",
+    "OrderEventRecord",
+    "OrderRecord",
     "PassMark",
     "PassSent",
     "Record",
@@ -107,7 +110,38 @@ class RevaluationRecord:
         return f"@{self.source}"
 
 
-Record = EventRecord | RejectionRecord | RevaluationRecord
+@dataclass(frozen=True)
+class OrderRecord:
+    """An ``order`` record (id ``@order:<orderId>``, the account's partition): the decision
+    sent for the order (its content is what every redelivery sends again), with the
+    alerts it raised (a TRADE_REJECTED for a broken ORDER)."""
+
+    order_id: str
+    account_id: str
+    decision: OrderDecision
+    alerts: tuple[Alert, ...]
+    created_at: datetime
+
+    @property
+    def id(self) -> str:
+        return f"@order:{self.order_id}"
+
+
+@dataclass(frozen=True)
+class OrderEventRecord:
+    """The record of an ``ORDER_DONE`` (id ``@order-done:<orderId>``) or an
+    ``ACCOUNT_CONTROL`` (id ``@control:<controlId>``): the message as it arrived (its wire
+    form, without ``type``) and the alerts it raised."""
+
+    id: str
+    account_id: str
+    kind: Literal["orderDone", "control"]
+    event: Mapping[str, Any]
+    alerts: tuple[Alert, ...]
+    created_at: datetime
+
+
+Record = EventRecord | RejectionRecord | RevaluationRecord | OrderRecord | OrderEventRecord
 
 
 @dataclass(frozen=True)
@@ -205,6 +239,15 @@ class AccountDoc:
     #: version that set them: their index entries are ``holder:<accountId>:<bands_version>``.
     bands: Mapping[str, tuple[Decimal, Decimal]] = field(default_factory=dict)
     bands_version: int = 0
+    #: v2 orders: ACTIVE | REDUCING | HALTED, and the ``occurredAt`` of the control that
+    #: set it (an older control changes nothing).
+    trading_state: str = "ACTIVE"
+    trading_state_at: datetime | None = None
+    #: Approved orders not yet done, with the margin each reserves.
+    open_orders: tuple[OpenOrder, ...] = ()
+    #: The ``submittedAt`` of the account's latest decided orders (either way), newest
+    #: last, at most :data:`MAX_RECENT_IDS`: what ``RATE_LIMITED`` counts.
+    order_times: tuple[datetime, ...] = ()
 
     def entry(self, key: str) -> Entry | None:
         for item in self.pending:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from handlers.core.catalog import Catalog, Instrument
@@ -79,6 +79,10 @@ class Valuation:
 
     positions: tuple[PositionView, ...]
     wallets: Mapping[str, WalletView]
+    #: The catalog it was valued with (None for one built by hand): the account
+    #: document's writer settles each open order's reservation in its symbol's asset by it
+    #: (``openOrderMargin``), so the write needs no other catalog than the valuation's.
+    catalog: Catalog | None = field(default=None, compare=False, repr=False)
 
     @property
     def risk_state(self) -> RiskState:
@@ -307,7 +311,7 @@ def value(ledger: Ledger, catalog: Catalog, margin_call_ratio: Decimal) -> Valua
         ordered = tuple([next(taken[asset]) for asset in order])
     else:
         ordered = views[order[0]] if order else ()
-    return Valuation(positions=ordered, wallets=wallets)
+    return Valuation(positions=ordered, wallets=wallets, catalog=catalog)
 
 
 class _Key(tuple[object, ...]):

@@ -23,6 +23,7 @@ from handlers.flows.delivery import Delivery
 from handlers.flows.deps import Deps, Outcome, Runtime
 from handlers.flows.mark_pass import handle_fanout
 from handlers.flows.marks import handle_marks
+from handlers.flows.orders import handle_order
 from handlers.flows.poison import process_poison
 from handlers.flows.stale_marks import check_stale_marks
 from handlers.flows.trades import handle_trade
@@ -38,6 +39,7 @@ __all__ = [
     "note_failure",
     "process_mark_fanout",
     "process_mark_message",
+    "process_order_message",
     "process_poison",
     "process_trade_message",
 ]
@@ -74,3 +76,6 @@ process_trade_message: Process[Outcome] = _on_queue(lambda s: s.trades_queue, ha
 process_mark_message: Process[list[Outcome]] = _on_queue(lambda s: s.marks_queue, handle_marks)
 #: A fan-out unit (:func:`handlers.flows.mark_pass.handle_fanout`); raises as the flow does.
 process_mark_fanout: Process[Outcome] = _on_queue(lambda s: s.marks_fanout_queue, handle_fanout)
+#: ORDER, ORDER_DONE and ACCOUNT_CONTROL (:func:`handlers.flows.orders.handle_order`);
+#: raises as the flow does.
+process_order_message: Process[Outcome] = _on_queue(lambda s: s.orders_queue, handle_order)

@@ -104,6 +104,14 @@ def identity(obj: Mapping[str, Any] | None, digest: str) -> Identity:
     if kind == "MARK":
         mid = mark_id(obj.get("symbol"), obj.get("timestamp"))
         return Identity(mid or digest, None, None, symbol)
+    if kind in ("ORDER", "ORDER_DONE", "ACCOUNT_CONTROL"):  # (namespaces of their own)
+        key, prefix = (
+            ("controlId", "@control:") if kind == "ACCOUNT_CONTROL" else ("orderId", "@order:")
+        )
+        own = obj.get(key)
+        if account is not None and is_well_formed_id(own):
+            return Identity(f"{prefix}{own}", account, correlation, symbol)
+        return Identity(digest, account, correlation, symbol)
     keys = ("transferId", "tradeId") if kind == "TRANSFER" else ("tradeId", "transferId")
     source = digest
     if account is not None:

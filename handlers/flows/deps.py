@@ -19,7 +19,7 @@ from handlers.core.alerts import Thresholds
 from handlers.core.catalog import Catalog
 from handlers.core.contracts import Alert
 from handlers.core.documents import MarkDoc
-from handlers.ports import AlertSink, LedgerStore, MessageSink
+from handlers.ports import AlertSink, DecisionSink, LedgerStore, MessageSink
 from handlers.settings import Settings
 
 __all__ = ["AccountLocks", "Deps", "MarkCopies", "Outcome", "OutcomeKind", "Runtime"]
@@ -95,6 +95,13 @@ class Runtime:
     pass_sent: dict[str, frozenset[str]] = field(default_factory=dict)
 
 
+class _NoDecisions:
+    """A decisions sink for callers that decide no orders (tests of other flows)."""
+
+    async def send(self, decisions: object) -> None:
+        raise RuntimeError("this process has no order-decisions queue")
+
+
 class _NoFanout:
     """A fan-out sink for callers that never hand marks on (tests with few holders)."""
 
@@ -114,6 +121,8 @@ class Deps:
     clock: Callable[[], datetime] = _utcnow
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     runtime: Runtime = field(default_factory=Runtime)
+    #: The order-decisions queue (the orders flow's second output).
+    decisions: DecisionSink = field(default_factory=_NoDecisions)
 
     @property
     def thresholds(self) -> Thresholds:

@@ -40,7 +40,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from handlers.core.contracts import Alert
-from handlers.core.documents import Entry, Record, SentMarker, sent_marker_id
+from handlers.core.documents import Entry, OrderRecord, Record, SentMarker, sent_marker_id
 from handlers.flows.conflicts import until_written
 from handlers.flows.delivery import Delivery
 from handlers.flows.deps import Deps
@@ -98,6 +98,8 @@ async def finish(deps: Deps, partition: str, entry: Entry, record: Record | None
         await deps.store.create_record(marker)
         return
     done = entry.record or record
+    if isinstance(done, OrderRecord):  # an order's decision goes out with its alerts
+        await deps.decisions.send((done.decision,))
     if done is not None:
         await deps.store.create_record(done)
 

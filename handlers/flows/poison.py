@@ -7,6 +7,10 @@ dead-letter only what truly cannot be applied.
 - marks: a readable MARK / MARKS is processed as a retry — applied when it is still the
   newest for its symbol, its entries on the holders completed when a newer mark superseded
   it — so a mark is never dead-lettered for being slow; fan-out units likewise;
+- orders: a message that was in fact decided (its key on the account, or its record) is
+  completed as a duplicate — an ORDER sends its recorded decision again — and a body whose
+  rejection exists likewise; any other body is dead-lettered (nothing is decided from the
+  poison queue);
 - a body that cannot be read is completed if its rejection exists, else dead-lettered.
 
 The poison delivery is a retry of the original message (whose invocations failed); for the
@@ -29,6 +33,7 @@ from handlers.flows.delivery import Delivery, identity, raw_text
 from handlers.flows.deps import Deps, Outcome
 from handlers.flows.mark_pass import handle_unit, read_unit
 from handlers.flows.marks import handle_marks, parse_marks
+from handlers.flows.orders import complete_poisoned
 from handlers.flows.trades import complete_duplicate
 
 __all__ = ["process_poison"]
@@ -40,7 +45,7 @@ async def process_poison(
     raw: bytes, deps: Deps, source_queue: str, dequeue_count: int = 1
 ) -> list[Outcome]:
     """Process a body of ``<source_queue>-poison`` (``source_queue``: the configured name
-    of the trades, marks or marks fan-out queue).
+    of the trades, marks, marks fan-out or orders queue).
 
     Raises:
         TransientStoreError: the store is unavailable (the host leaves the body on the
@@ -60,6 +65,9 @@ async def process_poison(
             if decoded is not None and _readable_marks(deps, decoded):
                 return await handle_marks(deps, delivery)
             return [await _unreadable(deps, delivery, decoded)]
+        if source_queue == settings.orders_queue:
+            decided = await complete_poisoned(deps, delivery, decoded.obj) if decoded else None
+            return [decided or await _unreadable(deps, delivery, decoded)]
         done = await _trade_done(deps, delivery, decoded)
     except UnreadableDocument as exc:  # a stored document it needs cannot be read
         logger.warning(

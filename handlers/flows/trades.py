@@ -20,6 +20,7 @@ from handlers.core.alerts import fill_alerts, risk_alerts
 from handlers.core.contracts import Alert, Fill, Transfer, validate_inbound
 from handlers.core.decimals import format_decimal
 from handlers.core.documents import AccountDoc, Entry, EventRecord, MarkDoc, Record
+from handlers.core.orders import open_order_margin, release_on_fills
 from handlers.core.state import Ledger, Rejected, apply_fill, apply_transfer
 from handlers.core.validation import check_fill
 from handlers.core.valuation import Valuation, settle_risk_states, value
@@ -246,6 +247,7 @@ async def _decide(
     catalog, ratio = deps.catalog, deps.settings.margin_call_ratio
     # Every event decides at the latest stored marks of the symbols it values.
     current, stored = await _at_latest(deps, account.ledger, symbol)
+    open_orders = account.open_orders
     try:
         if isinstance(event, Fill):
             instrument = catalog.get(event.symbol)
@@ -253,11 +255,15 @@ async def _decide(
             mark = (stored.price, stored.timestamp) if stored else None
             ledger = apply_fill(current, event, instrument, mark)
             after = value(ledger, catalog, ratio)
+            if event.orderId is not None:  # FILL v2: its order's reservation, pro rata
+                open_orders = release_on_fills(account.open_orders, event.orderId, event.quantity)
             price = stored.price if stored else None
             specs = fill_alerts(event, instrument, price, after, deps.thresholds)
         else:
             wallet = value(current, catalog, ratio).wallets.get(event.asset)
-            available = wallet.available_balance if wallet else None
+            # What open orders reserve is not available: a withdrawal cannot take it.
+            reserved = open_order_margin(account.open_orders, event.asset, catalog)
+            available = wallet.available_balance - reserved if wallet else None
             ledger = apply_transfer(current, event, available)
             after = value(ledger, catalog, ratio)
             specs = []
@@ -281,7 +287,9 @@ async def _decide(
     carried = record if alerts else None
     entry = Entry(event.event_id, event.event_id, alerts, now, carried, (), event.event_id)
     new = replace(account, ledger=ledger, version=account.version + 1, updated_at=now)
-    new = banded(deps, account, new.with_event(event.event_id, entry))
+    new = banded(
+        deps, account, replace(new.with_event(event.event_id, entry), open_orders=open_orders)
+    )
     outcome = Outcome("APPLIED", event.event_id, event.accountId, alerts)
     return _Decision(account, new, after, entry, record, outcome)
 

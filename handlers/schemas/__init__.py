@@ -13,7 +13,18 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from handlers.core.contracts import Alert, Fill, Mark, MarkEntry, Marks, Transfer
+from handlers.core.contracts import (
+    AccountControl,
+    Alert,
+    Fill,
+    Mark,
+    MarkEntry,
+    Marks,
+    Order,
+    OrderDecision,
+    OrderDone,
+    Transfer,
+)
 from handlers.schemas.documents import BASE, documents
 
 __all__ = ["SCHEMA_DIR", "build_schemas", "main"]
@@ -30,8 +41,30 @@ def _model(model: type[BaseModel], name: str, mode: str) -> dict[str, Any]:
     }
 
 
+#: An ORDER's price follows its type (the model's own rule): a LIMIT order has one, a
+#: MARKET order none (absent, or null as the model reads it).
+_PRICE_BY_TYPE = [
+    {
+        "if": {"required": ["orderType"], "properties": {"orderType": {"const": "LIMIT"}}},
+        "then": {"required": ["price"], "properties": {"price": {"not": {"type": "null"}}}},
+    },
+    {
+        "if": {"required": ["orderType"], "properties": {"orderType": {"const": "MARKET"}}},
+        "then": {"properties": {"price": {"type": "null"}}},
+    },
+]
+
+
+#: A FILL carries an orderId only with schemaVersion 2 (the model's own rule).
+_ORDER_ID_IS_V2 = {
+    "if": {"required": ["orderId"], "properties": {"orderId": {"type": "string"}}},
+    "then": {"properties": {"schemaVersion": {"const": 2}}},
+}
+
+
 def build_schemas() -> dict[str, dict[str, Any]]:
-    """Every schema by file name: inbound messages, the Alert, the Cosmos documents."""
+    """Every schema by file name: inbound messages (the trades, marks and orders queues),
+    the Alert and the ORDER_DECISION, the Cosmos documents."""
     out = {
         "fill.schema.json": _model(Fill, "fill.schema.json", "validation"),
         "transfer.schema.json": _model(Transfer, "transfer.schema.json", "validation"),
@@ -39,17 +72,30 @@ def build_schemas() -> dict[str, dict[str, Any]]:
         "marks.message.schema.json": _model(Marks, "marks.message.schema.json", "validation"),
         "mark-entry.schema.json": _model(MarkEntry, "mark-entry.schema.json", "validation"),
         "alert.schema.json": _model(Alert, "alert.schema.json", "serialization"),
+        "order.schema.json": _model(Order, "order.schema.json", "validation"),
+        "order-done.schema.json": _model(OrderDone, "order-done.schema.json", "validation"),
+        "account-control.schema.json": _model(
+            AccountControl, "account-control.schema.json", "validation"
+        ),
+        "order-decision.schema.json": _model(
+            OrderDecision, "order-decision.schema.json", "serialization"
+        ),
     }
     for name in (
         "fill.schema.json",
         "transfer.schema.json",
         "mark.message.schema.json",
         "marks.message.schema.json",
+        "order.schema.json",
+        "order-done.schema.json",
+        "account-control.schema.json",
     ):
         # Keys beginning with "$" (stamped by the Functions host) are ignored, not refused.
         out[name]["patternProperties"] = {"^\\$": {}}
     marks = out["marks.message.schema.json"]
     marks["properties"]["marks"]["items"] = {"$ref": "mark-entry.schema.json"}
+    out["order.schema.json"]["allOf"] = _PRICE_BY_TYPE
+    out["fill.schema.json"]["allOf"] = [_ORDER_ID_IS_V2]
     out.update(documents())
     return out
 

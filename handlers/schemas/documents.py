@@ -25,6 +25,10 @@ _RISK = {"enum": ["NORMAL", "MARGIN_CALL", "LIQUIDATION"]}
 _ALERTS = {"type": "array", "items": {"$ref": "alert.schema.json"}}
 _STR = {"type": "string"}
 _DIGEST = {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"}
+_TRADING_STATE = {"enum": ["ACTIVE", "REDUCING", "HALTED"]}
+#: A timestamp as a message carries it (RFC 3339, any offset and fraction): the records of
+#: ORDER_DONE and ACCOUNT_CONTROL keep the message's fields as it arrived.
+_WIRE_TS = {"type": "string", "format": "date-time"}
 
 
 def _doc(name: str, title: str, required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
@@ -73,6 +77,47 @@ def documents() -> dict[str, dict[str, Any]]:
             "totalMaintMargin": _DEC,
             "marginRatio": _DEC_OR_NULL,
             "riskState": _RISK,
+            "openOrderMargin": {
+                **_DEC,
+                "description": "v2 orders: Σ reserved of the open orders whose symbol settles in this asset ('0' when none; written on every wallet, absent from documents written before orders); availableBalance is net of it",
+            },
+        },
+    }
+    open_order = {
+        "type": "object",
+        "required": [
+            "orderId",
+            "symbol",
+            "side",
+            "positionSide",
+            "marginMode",
+            "orderType",
+            "price",
+            "leverage",
+            "quantity",
+            "openingQuantity",
+            "reserved",
+            "submittedAt",
+        ],
+        "properties": {
+            "orderId": {"type": "string", "pattern": ID_PATTERN},
+            "symbol": _STR,
+            "side": {"enum": ["BUY", "SELL"]},
+            "positionSide": {"enum": ["BOTH", "LONG", "SHORT"]},
+            "marginMode": {"enum": ["CROSS", "ISOLATED"]},
+            "orderType": {"enum": ["LIMIT", "MARKET"]},
+            "price": {**_DEC, "description": "the price P it was valued at (a MARKET order's)"},
+            "leverage": {"type": "integer", "minimum": 1, "maximum": 125},
+            "quantity": {**_DEC, "description": "what remains unfilled"},
+            "openingQuantity": {
+                **_DEC,
+                "description": "the part of quantity that opens exposure (the rest reduces the position it faces)",
+            },
+            "reserved": {
+                **_DEC,
+                "description": "the margin it holds (its cost, less what fills released)",
+            },
+            "submittedAt": _TS,
         },
     }
     position = {
@@ -174,6 +219,25 @@ def documents() -> dict[str, dict[str, Any]]:
                     "minimum": 0,
                     "description": "v2: the account version that set riskBands; their index entries are holder:<accountId>:<bandsVersion>",
                 },
+                "tradingState": {
+                    **_TRADING_STATE,
+                    "description": "v2 orders: set by ACCOUNT_CONTROL (read as ACTIVE when absent)",
+                },
+                "tradingStateAt": {
+                    **_TS_OR_NULL,
+                    "description": "v2 orders: the occurredAt of the control that set tradingState (an older control changes nothing); null when none did",
+                },
+                "openOrders": {
+                    "description": "v2 orders: approved orders not yet done, with the margin each reserves (read as none when absent)",
+                    "type": "array",
+                    "items": open_order,
+                },
+                "orderTimes": {
+                    "description": "v2 orders: the submittedAt of the account's latest decided orders, either way, newest last (what RATE_LIMITED counts)",
+                    "type": "array",
+                    "items": _TS,
+                    "maxItems": 1000,
+                },
                 "pending": {
                     "description": "outbox entries: effects committed with this write, kept until a sweep has seen their records (docs/exactly-once.md)",
                     "type": "array",
@@ -221,6 +285,42 @@ def documents() -> dict[str, dict[str, Any]]:
             "Transfer record (container ledger, id = transferId): the TRANSFER as applied",
             ["accountId", "transferId", "alerts", "createdAt"],
             {"type": {"const": "transfer"}, "transferId": _STR, **event_props},
+        ),
+        "order-record.schema.json": _doc(
+            "order-record.schema.json",
+            "Order record (container ledger, id @order:<orderId>, partition accountId): the decision of an ORDER, which every redelivery sends again, with the alerts it raised",
+            ["accountId", "orderId", "decision", "alerts", "createdAt"],
+            {
+                "id": {"type": "string", "pattern": "^@order:"},
+                "orderId": {"type": "string", "pattern": ID_PATTERN},
+                "decision": {"$ref": "order-decision.schema.json"},
+                **event_props,
+            },
+        ),
+        "order-done-record.schema.json": _doc(
+            "order-done-record.schema.json",
+            "ORDER_DONE record (container ledger, id @order-done:<orderId>, partition accountId): the message as it arrived, without type",
+            ["accountId", "orderId", "alerts", "createdAt"],
+            {
+                "id": {"type": "string", "pattern": "^@order-done:"},
+                "orderId": {"type": "string", "pattern": ID_PATTERN},
+                "status": {"enum": ["FILLED", "CANCELED", "EXPIRED", "REJECTED"]},
+                "occurredAt": _WIRE_TS,
+                **event_props,
+            },
+        ),
+        "control-record.schema.json": _doc(
+            "control-record.schema.json",
+            "ACCOUNT_CONTROL record (container ledger, id @control:<controlId>, partition accountId): the message as it arrived, without type",
+            ["accountId", "controlId", "alerts", "createdAt"],
+            {
+                "id": {"type": "string", "pattern": "^@control:"},
+                "controlId": {"type": "string", "pattern": ID_PATTERN},
+                "tradingState": _TRADING_STATE,
+                "reason": {"type": "string", "maxLength": 200},
+                "occurredAt": _WIRE_TS,
+                **event_props,
+            },
         ),
         "rejection-record.schema.json": _doc(
             "rejection-record.schema.json",

@@ -1,6 +1,6 @@
 """The demo's story through devhost on the real local services (what ``scripts/demo.sh``
-runs, on the session's services and an app of its own), and the readable ``accounts`` and
-``alerts`` commands it ends with."""
+runs, on the session's services and an app of its own), and the readable ``accounts``,
+``alerts`` and ``decisions`` commands it uses."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from demo.story import STEPS, alert_key, run_story
+from demo.story import STEPS, alert_key, decision_key, run_story
 from tests.support import REPO, AppUnderTest
 
 pytestmark = pytest.mark.services
@@ -31,6 +32,14 @@ def devhost(app: AppUnderTest, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def wallets(story: Any, account: str) -> list[dict[str, Any]]:
+    """The account's wallets after each step."""
+    return [
+        next(d for d in docs if d["accountId"] == account)["wallets"]
+        for _, _, docs, _ in story.results
+    ]
+
+
 def test_the_story_walks_its_states_and_raises_its_alerts(
     app: AppUnderTest, tmp_path: Path
 ) -> None:
@@ -44,7 +53,7 @@ def test_the_story_walks_its_states_and_raises_its_alerts(
         next(d for d in docs if d["accountId"] == "alice")["wallets"]["USDT"]["riskState"]
         for _, _, docs, _ in story.results
     ]
-    assert alice == ["NORMAL"] * 4 + ["MARGIN_CALL", "LIQUIDATION", "NORMAL", "NORMAL"]
+    assert alice == ["NORMAL"] * 4 + ["MARGIN_CALL", "LIQUIDATION"] + ["NORMAL"] * 4
     assert sorted(map(alert_key, story.alerts)) == sorted(k for s in STEPS for k in s.alerts)
     risk = [alert_key(a) for a in story.alerts if a["type"] != "TRADE_REJECTED"]
     assert risk == [
@@ -54,6 +63,25 @@ def test_the_story_walks_its_states_and_raises_its_alerts(
         ("MARGIN_CALL", "bob", "ETHUSDT:BOTH", "MARGIN_CALL"),
     ]
     assert "DUPLICATE  bob-1" in text and "REJECTED  alice-2" in text
+
+    # The orders: one decision each, printed as `devhost decisions` prints them; bob's
+    # reservation lowers his available balance until the ORDER_DONE releases it.
+    assert sorted(map(decision_key, story.decisions)) == [
+        ("APPROVED", "bob", "bob-o1", "-"),
+        ("REJECTED", "alice", "alice-o1", "INSUFFICIENT_MARGIN"),
+    ]
+    orders = text[text.index("Step 9/") : text.index("Step 10/")]
+    lines = {line.split()[0]: line for line in orders.splitlines() if line.startswith("  APP")}
+    lines |= {line.split()[0]: line for line in orders.splitlines() if line.startswith("  REJ")}
+    assert lines["APPROVED"].split()[:4] == ["APPROVED", "bob", "bob-o1", "BTCUSDT"]
+    assert "cost 315.00 · available 500.00 · after 185.00" in lines["APPROVED"]
+    assert lines["REJECTED"].split()[:4] == ["REJECTED", "alice", "alice-o1", "BTCUSDT"]
+    assert "INSUFFICIENT_MARGIN: cost 63 USDT > available for orders -75" in lines["REJECTED"]
+    assert [w["USDT"]["availableBalance"] for w in wallets(story, "bob")[-3:]] == [
+        "500",
+        "185",
+        "500",
+    ]
 
     # Every step is told: what is sent, the drain, what happened.
     for number, step in enumerate(STEPS, start=1):

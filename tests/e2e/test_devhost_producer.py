@@ -1,4 +1,4 @@
-"""``python -m devhost send`` and ``alerts`` against Azurite."""
+"""``python -m devhost send``, ``alerts`` and ``decisions`` against Azurite."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 from devhost_support import REPO_ROOT, Azurite, free_port
 
+from devhost.producer import queue_for_line
 from devhost.services import AZURITE_ACCOUNT_KEY
 
 
@@ -196,3 +197,108 @@ def test_send_to_a_storage_account_that_is_not_there_fails_in_seconds(tmp_path: 
     assert (
         f"AzureWebJobsStorage (from {settings}): cannot reach http://127.0.0.1:{port} within 5 s"
     ) in failed.stderr
+
+
+def test_queue_for_line_sends_order_types_to_the_orders_queue() -> None:
+    named = {"TRADES_QUEUE": "t-1", "MARKS_QUEUE": "m-1", "ORDERS_QUEUE": "o-1"}
+    for kind in ("ORDER", "ORDER_DONE", "ACCOUNT_CONTROL"):
+        line = json.dumps({"type": kind})
+        assert queue_for_line(line, named) == "o-1"
+        assert queue_for_line(line, {}) == "orders"  # the setting's default
+        assert queue_for_line(line, named, "trades") == "t-1"
+    assert queue_for_line('{"type":"FILL"}', named, "orders") == "o-1"
+    assert queue_for_line('{"type":"FILL"}', {}, "orders") == "orders"
+    assert queue_for_line('{"type":"ORDERS"}', named) == "t-1"  # not an order type
+
+
+def test_send_routes_orders_and_decisions_prints_and_deletes(
+    tmp_path: Path, azurite: Azurite
+) -> None:
+    suffix = uuid.uuid4().hex[:10]
+    trades, orders, decided = f"t-{suffix}", f"o-{suffix}", f"d-{suffix}"
+    settings = tmp_path / "settings.json"
+    settings.write_text(
+        json.dumps(
+            {
+                "Values": {
+                    "AzureWebJobsStorage": azurite.connection_string,
+                    "TRADES_QUEUE": trades,
+                    "ORDERS_QUEUE": orders,
+                    "ORDER_DECISIONS_QUEUE": decided,
+                }
+            }
+        )
+    )
+    order = '{"type":"ORDER","orderId":"O-1","accountId":"alice"}'
+    done = '{"type":"ORDER_DONE","orderId":"O-1","accountId":"alice","status":"FILLED"}'
+    control = '{"type":"ACCOUNT_CONTROL","controlId":"C-1","tradingState":"HALTED"}'
+    fill = '{"type":"FILL","tradeId":"t1","orderId":"O-1"}'
+    events = tmp_path / "orders.jsonl"
+    events.write_text(f"{order}\n{done}\n{control}\n{fill}\n", encoding="utf-8")
+
+    sent = _cli(["send", str(events), "--settings", str(settings)], {})
+    forced = _cli(["send", str(events), "--settings", str(settings), "--queue", "orders"], {})
+
+    assert sent.returncode == 0, sent.stderr
+    assert f"sent 3 message(s) to '{orders}'" in sent.stdout
+    assert f"sent 1 message(s) to '{trades}'" in sent.stdout
+    assert forced.returncode == 0, forced.stderr
+    assert f"sent 4 message(s) to '{orders}'" in forced.stdout
+    service = azurite.service()
+    bodies = [
+        base64.b64decode(m.content).decode()
+        for m in service.get_queue_client(orders).peek_messages(32)
+    ]
+    assert sorted(bodies) == sorted([order, done, control, order, done, control, fill])
+
+    decision = {
+        "schemaVersion": 1,
+        "type": "ORDER_DECISION",
+        "decisionId": "d" * 64,
+        "orderId": "O-1",
+        "accountId": "alice",
+        "symbol": "BTCUSDT",
+        "decision": "REJECTED",
+        "reasons": [{"code": "ACCOUNT_HALTED", "message": "the account is HALTED"}],
+        "metrics": {},
+        "correlationId": None,
+        "decidedAt": "2026-12-03T14:00:00.000Z",
+    }
+    queue = service.get_queue_client(decided)
+    queue.create_queue()
+    queue.send_message(base64.b64encode(json.dumps(decision).encode()).decode())
+    queue.send_message(json.dumps({"raw": True}))
+
+    peeked = _cli(["decisions", "--peek", "--json", "--settings", str(settings)], {})
+    readable = _cli(["decisions", "--peek", "--settings", str(settings)], {})
+    taken = _cli(["decisions", "--json", "--settings", str(settings)], {})
+    empty = _cli(["decisions", "--settings", str(settings)], {})
+
+    assert peeked.returncode == 0, peeked.stderr
+    assert [json.loads(line) for line in peeked.stdout.splitlines()] == [decision, {"raw": True}]
+    first, second = readable.stdout.splitlines()
+    assert first.split()[:4] == ["REJECTED", "alice", "O-1", "BTCUSDT"]
+    assert first.endswith("ACCOUNT_HALTED: the account is HALTED")
+    assert second == "(not a decision) {'raw': True}"
+    assert [json.loads(line) for line in taken.stdout.splitlines()] == [decision, {"raw": True}]
+    assert queue.get_queue_properties().approximate_message_count == 0
+    assert (empty.returncode, empty.stdout) == (0, "")
+
+
+def test_decisions_of_a_queue_that_does_not_exist_are_none(
+    tmp_path: Path, azurite: Azurite
+) -> None:
+    settings = tmp_path / "settings.json"
+    settings.write_text(
+        json.dumps(
+            {
+                "Values": {
+                    "AzureWebJobsStorage": azurite.connection_string,
+                    "ORDER_DECISIONS_QUEUE": f"d-{uuid.uuid4().hex[:10]}",
+                }
+            }
+        )
+    )
+    shown = _cli(["decisions", "--settings", str(settings)], {})
+    assert (shown.returncode, shown.stdout) == (0, "")
+    assert "0 decision(s)" in shown.stderr

@@ -223,7 +223,11 @@ def test_every_function_indexes_with_its_bindings(indexed: dict[str, Any]) -> No
         assert set(meta["params"]) - {"context"} == bound, name
 
 
-def test_queue_names_are_setting_expressions(indexed: dict[str, Any]) -> None:
+def test_queue_names_are_setting_expressions_or_the_orders_default(
+    indexed: dict[str, Any],
+) -> None:
+    """Every queue name is a ``%SETTING%`` expression, but the orders queue's: a
+    deployment without ``ORDERS_QUEUE`` (as this probe's) gets the literal default."""
     queues = {
         b["queueName"]
         for meta in indexed["functions"].values()
@@ -237,6 +241,8 @@ def test_queue_names_are_setting_expressions(indexed: dict[str, Any]) -> None:
         "%MARKS_QUEUE%-poison",
         "%MARKS_QUEUE%-fanout",
         "%MARKS_QUEUE%-fanout-poison",
+        "orders",
+        "orders-poison",
     }
 
 

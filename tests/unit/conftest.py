@@ -15,7 +15,7 @@ from handlers.core.catalog import Catalog, Instrument, load_catalog  # noqa: E40
 from handlers.flows import Deps  # noqa: E402
 from handlers.settings import SHIPPED_CATALOG  # noqa: E402
 
-from .fakes import FakeClock, FakeSink, FakeStore  # noqa: E402
+from .fakes import FakeClock, FakeDecisions, FakeSink, FakeStore  # noqa: E402
 from .flowkit import make_deps  # noqa: E402
 
 
@@ -56,11 +56,17 @@ def sink() -> FakeSink:
 
 
 @pytest.fixture
+def decisions() -> FakeDecisions:
+    return FakeDecisions()
+
+
+@pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
 
 
 @pytest.fixture
-def deps(store: FakeStore, sink: FakeSink, clock: FakeClock) -> Deps:
-    """The flows' dependencies over the fakes, with the default settings."""
-    return make_deps(store, sink, clock)
+def deps(store: FakeStore, sink: FakeSink, clock: FakeClock, decisions: FakeDecisions) -> Deps:
+    """The flows' dependencies over the fakes, with the default settings (the decisions
+    sent go to the ``decisions`` fixture)."""
+    return make_deps(store, sink, clock, decisions=decisions)

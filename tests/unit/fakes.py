@@ -6,7 +6,8 @@
   a create over an existing document (409 → StaleAccountState) and a replace with a stale
   ETag (412), creates records only once, and deletes a holder entry only while its ETag is
   unchanged.
-- :class:`FakeSink` collects the alerts sent, and can be told to fail.
+- :class:`FakeSink` collects the alerts sent, and can be told to fail; :class:`FakeDecisions`
+  does the same for order decisions.
 - :class:`FakeClock` is a settable clock whose ``sleep`` advances it (so wait loops end).
 - :class:`FakeMessage` / :class:`FakeContext` stand for the functions' queue message and
   context; :class:`Capture` is a logging handler that keeps its records.
@@ -26,7 +27,7 @@ from decimal import Decimal
 from typing import Any
 
 from handlers.adapters import mapping
-from handlers.core.contracts import Alert
+from handlers.core.contracts import Alert, OrderDecision
 from handlers.core.documents import (
     ACCOUNT_ID,
     AccountDoc,
@@ -48,6 +49,7 @@ __all__ = [
     "CountingStore",
     "FakeClock",
     "FakeContext",
+    "FakeDecisions",
     "FakeFanout",
     "FakeMessage",
     "FakeSink",
@@ -330,6 +332,32 @@ class FakeSink:
     @property
     def ids(self) -> list[str]:
         return [a.alertId for a in self.sent]
+
+
+class FakeDecisions:
+    """An in-memory :class:`handlers.ports.DecisionSink`."""
+
+    def __init__(self) -> None:
+        self.sent: list[OrderDecision] = []
+        #: Raise SinkDown on the next N sends (nothing of that call is sent).
+        self.fail_sends = 0
+
+    async def send(self, decisions: Sequence[OrderDecision]) -> None:
+        if self.fail_sends > 0:
+            self.fail_sends -= 1
+            raise SinkDown("order-decisions queue unavailable (injected)")
+        for decision in decisions:
+            # What the queue adapter writes must survive a JSON round-trip.
+            self.sent.append(
+                OrderDecision.model_validate_json(decision.model_dump_json(), strict=False)
+            )
+
+    def of_order(self, order_id: str) -> list[OrderDecision]:
+        return [d for d in self.sent if d.orderId == order_id]
+
+    @property
+    def ids(self) -> list[str]:
+        return [d.decisionId for d in self.sent]
 
 
 class FakeClock:

@@ -17,7 +17,7 @@ from handlers.flows import Deps, Outcome
 from handlers.settings import load_settings
 from tests.aio import process_mark_message, process_trade_message, run
 from tests.events import as_body, load_event
-from tests.unit.fakes import FakeClock, FakeFanout, FakeSink, FakeStore
+from tests.unit.fakes import FakeClock, FakeDecisions, FakeFanout, FakeSink, FakeStore
 
 ACCT = "acct-0001"
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
@@ -37,10 +37,12 @@ def make_deps(
     sink: FakeSink,
     clock: FakeClock,
     fanout: FakeFanout | None = None,
+    decisions: FakeDecisions | None = None,
     **env: str,
 ) -> Deps:
     """A process's deps over the shared fakes (a new runtime each call: a new process);
-    ``RISK_BAND_WIDTH`` is :data:`THIN_BANDS` unless ``env`` says otherwise."""
+    ``RISK_BAND_WIDTH`` is :data:`THIN_BANDS` unless ``env`` says otherwise; ``decisions``
+    defaults to a new :class:`FakeDecisions` (pass one to read what a flow sent)."""
     settings = load_settings({"RISK_BAND_WIDTH": THIN_BANDS, **env})
     return Deps(
         settings=settings,
@@ -50,6 +52,7 @@ def make_deps(
         fanout=fanout or FakeFanout(),
         clock=clock,
         sleep=clock.sleep,
+        decisions=decisions or FakeDecisions(),
     )
 
 

@@ -303,8 +303,10 @@ CONTRACT_SEVERITY = {
 
 
 def test_severity_table() -> None:
-    # The contract's table, plus STALE_MARK (an addition: docs/marks.md).
-    assert dict(SEVERITY) == {**CONTRACT_SEVERITY, "STALE_MARK": "WARNING"}
+    # The contract's table, plus STALE_MARK (an addition: docs/marks.md) and v2's
+    # TRADING_STATE_CHANGED (INFO).
+    added = {"STALE_MARK": "WARNING", "TRADING_STATE_CHANGED": "INFO"}
+    assert dict(SEVERITY) == {**CONTRACT_SEVERITY, **added}
 
 
 @pytest.mark.parametrize(("kind", "severity"), sorted(CONTRACT_SEVERITY.items()))

@@ -23,6 +23,7 @@ from handlers.core.contracts import (
     is_well_formed_id,
     mark_id,
     validate_inbound,
+    validate_order_message,
 )
 from handlers.core.decode import decode_body
 from tests.events import as_body, event_names, load_event
@@ -31,7 +32,10 @@ MISSING = object()
 
 
 def validate(event: dict[str, Any], base64: bool = True) -> Any:
-    return validate_inbound(decode_body(as_body(event, base64=base64)).obj)
+    obj = decode_body(as_body(event, base64=base64)).obj
+    if obj.get("type") in ("ORDER", "ORDER_DONE", "ACCOUNT_CONTROL"):  # the orders queue's
+        return validate_order_message(obj)
+    return validate_inbound(obj)
 
 
 def validate_text(json_text: str) -> Any:
@@ -151,7 +155,7 @@ FILL_BAD_VALUES: list[tuple[str, Any]] = [
     ("type", "TRADE"),
     ("type", None),
     ("schemaVersion", "1"),
-    ("schemaVersion", 2),
+    ("schemaVersion", 3),  # (v2 is FILL v2: orderId)
     ("schemaVersion", 0),
     ("schemaVersion", 1.0),
     ("schemaVersion", True),

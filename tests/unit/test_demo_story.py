@@ -1,6 +1,7 @@
 """The demo's story (demo/story.py, demo/*.jsonl) through the real flows over the in-memory
-fakes: every step does what it says, in any order of the messages within a step (devhost
-processes a file's messages concurrently), and the figures its text quotes are the core's."""
+fakes: every step does what it says (alerts, order decisions, states, open orders), in any
+order of the messages within a step (devhost processes a file's messages concurrently), and
+the figures its text quotes are the core's."""
 
 from __future__ import annotations
 
@@ -12,10 +13,13 @@ from typing import Any
 import pytest
 
 from demo.story import STEPS, Step, check
-from tests.unit.fakes import FakeClock, FakeSink, FakeStore
+from handlers.flows import process_order_message
+from tests.aio import run
+from tests.unit.fakes import FakeClock, FakeDecisions, FakeSink, FakeStore
 from tests.unit.flowkit import make_deps, marks, trade
 
 StepResult = tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]
+ORDERS = {"ORDER", "ORDER_DONE", "ACCOUNT_CONTROL"}
 
 
 class Teller:
@@ -23,23 +27,29 @@ class Teller:
 
     def __init__(self) -> None:
         self.store, self.sink, self.clock = FakeStore(), FakeSink(), FakeClock()
-        self.deps = make_deps(self.store, self.sink, self.clock)
+        self.decisions = FakeDecisions()
+        self.deps = make_deps(self.store, self.sink, self.clock, decisions=self.decisions)
+        self.decided: list[dict[str, Any]] = []  # the decisions of the last step
 
     def send(self, line: str) -> None:
         body = base64.b64encode(line.encode("utf-8"))  # what `devhost send` writes
-        if json.loads(line)["type"] in {"MARK", "MARKS"}:
+        kind = json.loads(line)["type"]
+        if kind in {"MARK", "MARKS"}:
             marks(self.deps, body)
+        elif kind in ORDERS:
+            run(process_order_message(body, self.deps))
         else:
             trade(self.deps, body)
         self.clock.advance(1)
 
     def step(self, step: Step, reverse: bool = False) -> StepResult:
         """The step's alerts and the account documents after it."""
-        before = len(self.sink.sent)
+        before, decided = len(self.sink.sent), len(self.decisions.sent)
         lines = [line for line in step.path.read_text(encoding="utf-8").splitlines() if line]
         for line in reversed(lines) if reverse else lines:
             self.send(line)
         alerts = [a.model_dump(mode="json") for a in self.sink.sent[before:]]
+        self.decided = [d.model_dump(mode="json") for d in self.decisions.sent[decided:]]
         return alerts, json.loads(json.dumps(self.store.accounts))
 
 
@@ -51,13 +61,15 @@ def tell(reverse: bool = False) -> list[StepResult]:
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["file order", "reversed"])
 def test_every_step_does_what_it_says(reverse: bool) -> None:
-    for step, (alerts, accounts) in zip(STEPS, tell(reverse), strict=True):
-        assert check(step, alerts, list(accounts.values())) == [], step.title
+    teller = Teller()
+    for step in STEPS:
+        alerts, accounts = teller.step(step, reverse)
+        assert check(step, alerts, list(accounts.values()), teller.decided) == [], step.title
 
 
 def test_the_story_walks_a_cross_wallet_through_every_risk_state_and_back() -> None:
     results = tell()
-    states = [accounts["alice"]["wallets"]["USDT"]["riskState"] for _, accounts in results[1:]]
+    states = [accounts["alice"]["wallets"]["USDT"]["riskState"] for _, accounts in results[1:8]]
     walk = ["NORMAL", "NORMAL", "NORMAL", "MARGIN_CALL", "LIQUIDATION", "NORMAL", "NORMAL"]
     assert states == walk  # after steps 2..8
     kinds = [(a["type"], a["accountId"], a["scope"]) for alerts, _ in results for a in alerts]
@@ -112,6 +124,34 @@ def test_the_figures_the_story_quotes_are_the_cores() -> None:
     bob = position(by_file["08-eth-rallies.jsonl"][1], "bob")
     assert (bob["unrealizedPnl"], bob["isolatedMargin"]) == ("-950", "1000")
     assert "loses 950 of its 1000 USDT" in text(steps["08-eth-rallies.jsonl"])
+    # Step 9: bob "has 500 available", his order costs 315 and leaves 185; alice's costs
+    # 63 against -75.
+    wallets = by_file["08-eth-rallies.jsonl"][1]
+    assert wallets["bob"]["wallets"]["USDT"]["availableBalance"] == "500"
+    assert wallets["alice"]["wallets"]["USDT"]["availableBalance"] == "-75"
+    teller = Teller()
+    for step in STEPS[:8]:
+        teller.step(step)
+    _, accounts = teller.step(steps["09-orders.jsonl"])
+    decided = {d["accountId"]: d for d in teller.decided}
+    assert decided["bob"]["metrics"]["cost"] == "315"
+    assert decided["bob"]["metrics"]["availableForOrders"] == "500"
+    assert decided["bob"]["metrics"]["availableForOrdersAfter"] == "185"
+    assert accounts["bob"]["wallets"]["USDT"]["availableBalance"] == "185"
+    assert (
+        decided["alice"]["metrics"]["cost"],
+        decided["alice"]["metrics"]["availableForOrders"],
+    ) == (
+        "63",
+        "-75",
+    )
+    orders = text(steps["09-orders.jsonl"])
+    assert all(
+        n in orders for n in ("cost 315", "500 available", "falls to\n185", "cost 63", "-75")
+    )
+    _, accounts = teller.step(steps["10-order-done.jsonl"])
+    assert accounts["bob"]["wallets"]["USDT"]["availableBalance"] == "500"
+    assert teller.decided == []  # ORDER_DONE sends nothing
 
 
 def test_a_step_that_did_something_else_is_reported() -> None:

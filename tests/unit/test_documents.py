@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from handlers.adapters.mapping import account_from_document, account_to_document
+from handlers.adapters.mapping.account import (
+    reference_account_from_document,
+    reference_account_to_document,
+)
 from handlers.core.catalog import Catalog, Instrument
+from handlers.core.decimals import format_decimal
 from handlers.core.documents import ACCOUNT_ID, MAX_RECENT_IDS, AccountDoc, Entry, EventRecord
+from handlers.core.orders import OpenOrder
 from handlers.core.state import Ledger, apply_fill
 from handlers.errors import UnreadableDocument
 
@@ -137,3 +144,146 @@ def test_recent_ids_keep_pending_ones_and_evict_the_oldest() -> None:
     assert "E0" not in account.recent_ids
     assert account.evicted
     assert account.without({"keep"}).pending == ()
+
+
+# --- v2 orders: trading state, open orders, order times, openOrderMargin -----------------
+
+
+def _open(order_id: str, symbol: str, reserved: str, **changes: Any) -> OpenOrder:
+    terms: dict[str, Any] = {
+        "order_id": order_id,
+        "symbol": symbol,
+        "side": "BUY",
+        "position_side": "BOTH",
+        "margin_mode": "CROSS",
+        "order_type": "LIMIT",
+        "price": D("9253.3"),
+        "leverage": 20,
+        "quantity": D("1"),
+        "opening_quantity": D("1"),
+        "reserved": D(reserved),
+        "submitted_at": T0 + timedelta(milliseconds=250),
+    }
+    return OpenOrder(**(terms | changes))
+
+
+def with_orders(account: AccountDoc) -> AccountDoc:
+    return replace(
+        account,
+        trading_state="REDUCING",
+        trading_state_at=T0 - timedelta(minutes=5),
+        open_orders=(
+            _open("O-1", "BTCUSDT", "462.66"),
+            _open("O-2", "ETHUSDT", "469.2", side="SELL", order_type="MARKET", price=D("2599")),
+            _open("O-3", "BTCUSD_PERP", "0.0012", quantity=D("3"), opening_quantity=D("2")),
+            _open("O-4", "GONEUSDT", "10", position_side="LONG", margin_mode="ISOLATED"),
+        ),
+        order_times=(T0, T0 + timedelta(milliseconds=1), T0 + timedelta(seconds=1)),
+    )
+
+
+def test_order_fields_round_trip(
+    catalog: Catalog, btcusdt: Instrument, ethusdt: Instrument
+) -> None:
+    account = with_orders(sample(catalog, btcusdt, ethusdt))
+    doc = written(account, catalog)
+    assert (doc["tradingState"], doc["tradingStateAt"]) == ("REDUCING", "2024-10-01T11:55:00.000Z")
+    assert doc["orderTimes"] == [
+        "2024-10-01T12:00:00.000Z",
+        "2024-10-01T12:00:00.001Z",
+        "2024-10-01T12:00:01.000Z",
+    ]
+    assert doc["openOrders"][2] == {
+        "orderId": "O-3",
+        "symbol": "BTCUSD_PERP",
+        "side": "BUY",
+        "positionSide": "BOTH",
+        "marginMode": "CROSS",
+        "orderType": "LIMIT",
+        "price": "9253.3",
+        "leverage": 20,
+        "quantity": "3",
+        "openingQuantity": "2",
+        "reserved": "0.0012",
+        "submittedAt": "2024-10-01T12:00:00.250Z",
+    }
+    for read in (account_from_document, reference_account_from_document):
+        back = read(doc)
+        assert back.trading_state == "REDUCING"
+        assert back.trading_state_at == account.trading_state_at
+        assert back.open_orders == account.open_orders
+        assert back.order_times == account.order_times
+        assert back.ledger == account.ledger
+
+
+def test_open_order_margin_is_held_out_of_available_balance(
+    catalog: Catalog, btcusdt: Instrument, ethusdt: Instrument
+) -> None:
+    account = with_orders(sample(catalog, btcusdt, ethusdt))
+    gross = valued(account.ledger, catalog).wallets
+    doc, plain = written(account, catalog), written(sample(catalog, btcusdt, ethusdt), catalog)
+    usdt, btc = doc["wallets"]["USDT"], doc["wallets"]["BTC"]
+    # USDT: O-1 and O-2 (BTCUSDT, ETHUSDT); BTC: O-3 (BTCUSD_PERP); GONEUSDT: nowhere
+    assert (usdt["openOrderMargin"], btc["openOrderMargin"]) == ("931.86", "0.0012")
+    assert D(usdt["availableBalance"]) == gross["USDT"].available_balance - D("931.86")
+    assert D(btc["availableBalance"]) == gross["BTC"].available_balance - D("0.0012")
+    for key in ("walletBalance", "crossWalletBalance", "marginBalance", "totalInitialMargin"):
+        assert usdt[key] == plain["wallets"]["USDT"][key]  # only the available part moves
+    assert {w["openOrderMargin"] for w in plain["wallets"].values()} == {"0"}
+    assert plain["wallets"]["USDT"]["availableBalance"] == format_decimal(
+        gross["USDT"].available_balance
+    )
+    assert (plain["tradingState"], plain["tradingStateAt"]) == ("ACTIVE", None)
+    assert (plain["openOrders"], plain["orderTimes"]) == ([], [])
+
+
+def test_a_valuation_without_a_catalog_cannot_write_open_orders(
+    catalog: Catalog, btcusdt: Instrument, ethusdt: Instrument
+) -> None:
+    account = replace(with_orders(sample(catalog, btcusdt, ethusdt)), updated_at=T0)
+    bare = replace(valued(account.ledger, catalog), catalog=None)
+    for write in (account_to_document, reference_account_to_document):
+        with pytest.raises(ValueError, match="catalog"):
+            write(account, bare)
+        write(replace(account, open_orders=()), bare)  # nothing to settle: no catalog needed
+
+
+def test_documents_without_order_fields_read_with_the_defaults(
+    catalog: Catalog, btcusdt: Instrument, ethusdt: Instrument
+) -> None:
+    doc = written(with_orders(sample(catalog, btcusdt, ethusdt)), catalog)
+    for key in ("tradingState", "tradingStateAt", "openOrders", "orderTimes"):
+        del doc[key]
+    for wallet in doc["wallets"].values():
+        del wallet["openOrderMargin"]
+    for version in (1, 2):  # version 1, and version 2 written before orders
+        old = {**doc, "schemaVersion": version}
+        for read in (account_from_document, reference_account_from_document):
+            back = read(old)
+            assert (back.trading_state, back.trading_state_at) == ("ACTIVE", None)
+            assert (back.open_orders, back.order_times) == ((), ())
+        upgraded = written(account_from_document(old), catalog)
+        assert upgraded["schemaVersion"] == 2
+        assert {w["openOrderMargin"] for w in upgraded["wallets"].values()} == {"0"}
+        assert account_from_document(upgraded) == replace(account_from_document(old), etag=None)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"tradingState": "PAUSED"}, "tradingState"),
+        ({"tradingStateAt": "noon"}, "tradingStateAt"),
+        ({"openOrders": "O-1"}, "openOrders must be a list"),
+        ({"orderTimes": [1]}, "orderTimes"),
+    ],
+)
+def test_unreadable_order_fields_are_refused(
+    catalog: Catalog,
+    btcusdt: Instrument,
+    ethusdt: Instrument,
+    change: dict[str, Any],
+    message: str,
+) -> None:
+    doc = {**written(with_orders(sample(catalog, btcusdt, ethusdt)), catalog), **change}
+    with pytest.raises(UnreadableDocument, match=message):
+        account_from_document(doc)

@@ -1,8 +1,10 @@
 """The account document's fast codec gives exactly what the reference mapping gives.
 
 Documents come from the app's own flows over the fakes (linear and inverse symbols, cross,
-isolated and hedge positions, marks that raise alerts and leave pending entries), as
-written and as version 1; each is read both ways (the same typed values, compared by
+isolated and hedge positions, marks that raise alerts and leave pending entries), and
+copies of some of them given open orders (on every settle asset, and on a symbol the
+catalog no longer holds), trading states and order times; each as written and as version
+1; each is read both ways (the same typed values, compared by
 ``repr`` so that a Decimal's exponent counts), re-valued, banded and written both ways
 (the same JSON text). Broken copies of them are refused with the same error, or read the
 same. The remembered conversions are held to the functions they stand for, and the band
@@ -45,6 +47,8 @@ from handlers.core import bands as bands_module
 from handlers.core.bands import band_box
 from handlers.core.contracts import format_timestamp
 from handlers.core.decimals import format_decimal, m_div, m_mul
+from handlers.core.documents import AccountDoc
+from handlers.core.orders import OpenOrder
 from handlers.core.revalue import revalue_at
 from handlers.core.valuation import value
 from handlers.errors import UnreadableDocument
@@ -113,15 +117,85 @@ def scenario() -> tuple[Deps, tuple[dict[str, Any], ...]]:
     return deps, tuple(seen)
 
 
+#: Symbols open orders are drawn on: BTCUSD_PERP settles in BTC, GONEUSDT is in no catalog.
+_ORDER_SYMBOLS = ("BTCUSDT", "ETHUSDT", "BTCUSD_PERP", "GONEUSDT")
+_RESERVED = ["0", "462.66", "469.2", "0.000123456789012345678", "1E+3", "12.5000", "0.5"]
+
+
+def _open_order(rng: random.Random, account: str, n: int) -> OpenOrder:
+    side = rng.choice(["BUY", "SELL"])
+    hedge = rng.random() < 0.3
+    quantity = Decimal(rng.choice(["0.1", "1.5", "3", "0.001"]))
+    return OpenOrder(
+        order_id=f"{account}-o{n}",
+        symbol=rng.choice(_ORDER_SYMBOLS),
+        side=side,  # type: ignore[arg-type]
+        position_side=("LONG" if side == "BUY" else "SHORT") if hedge else "BOTH",
+        margin_mode=rng.choice(["CROSS", "ISOLATED"]),  # type: ignore[arg-type]
+        order_type=rng.choice(["LIMIT", "MARKET"]),  # type: ignore[arg-type]
+        price=Decimal(rng.choice(["60000", "2500.55", "50000.1", "9253.3"])),
+        leverage=rng.choice([1, 20, 125]),
+        quantity=quantity,
+        opening_quantity=rng.choice([quantity, Decimal(0), quantity / 2]),
+        reserved=Decimal(rng.choice(_RESERVED)),
+        submitted_at=WHEN + timedelta(milliseconds=rng.randint(0, 10_000)),
+    )
+
+
+def with_orders(account: AccountDoc, rng: random.Random, i: int) -> AccountDoc:
+    """``account`` holding open orders, a trading state and order times (``i`` picks which
+    of the less usual cases it shows: no trading-state time, no orders, no times)."""
+    orders = tuple(_open_order(rng, account.account_id, n) for n in range(i % 5))
+    times = sorted(WHEN + timedelta(milliseconds=rng.randint(0, 3000)) for _ in range(i % 4))
+    return replace(
+        account,
+        trading_state=("ACTIVE", "REDUCING", "HALTED")[i % 3],
+        trading_state_at=None if i % 4 == 1 else WHEN - timedelta(seconds=i, milliseconds=7),
+        open_orders=orders,
+        order_times=tuple(times),
+        updated_at=account.updated_at or WHEN,
+    )
+
+
+@cache
+def order_documents() -> tuple[dict[str, Any], ...]:
+    """Some of the scenario's accounts given open orders, trading states and order times,
+    written (by the reference) as the store keeps them."""
+    deps, docs = scenario()
+    catalog, ratio = deps.catalog, deps.settings.margin_call_ratio
+    rng = random.Random(20261203)
+    out: list[dict[str, Any]] = []
+    for i, doc in enumerate(docs[::2]):
+        account = with_orders(reference_account_from_document(doc), rng, i)
+        written = reference_account_to_document(account, value(account.ledger, catalog, ratio))
+        out.append(json.loads(json.dumps(written)))
+    return tuple(out)
+
+
+_ORDER_KEYS = ("tradingState", "tradingStateAt", "openOrders", "orderTimes")
+
+
 def version_1(doc: dict[str, Any]) -> dict[str, Any]:
-    """The document as version 1 wrote it (no valuation time, no bands)."""
-    old = {k: v for k, v in doc.items() if k not in ("valuedAt", "riskBands", "bandsVersion")}
+    """The document as version 1 wrote it (no valuation time, no bands, no orders)."""
+    old = {
+        k: v
+        for k, v in doc.items()
+        if k not in ("valuedAt", "riskBands", "bandsVersion", *_ORDER_KEYS)
+    }
+    old["wallets"] = {
+        asset: {k: v for k, v in w.items() if k != "openOrderMargin"}
+        for asset, w in doc["wallets"].items()
+    }
     old["schemaVersion"] = 1
     return old
 
 
+def all_documents() -> tuple[dict[str, Any], ...]:
+    return scenario()[1] + order_documents()
+
+
 def documents() -> Iterator[dict[str, Any]]:
-    for doc in scenario()[1]:
+    for doc in all_documents():
         yield doc
         yield version_1(doc)
 
@@ -146,13 +220,50 @@ def test_the_scenario_covers_what_it_should() -> None:
     assert any(p["markPrice"] is None for p in positions)
 
 
+def test_the_order_documents_cover_what_they_should() -> None:
+    docs = order_documents()
+    assert {d["tradingState"] for d in docs} == {"ACTIVE", "REDUCING", "HALTED"}
+    assert any(d["tradingStateAt"] is None for d in docs)
+    assert any(d["tradingStateAt"] is not None for d in docs)
+    assert any(not d["openOrders"] for d in docs) and any(not d["orderTimes"] for d in docs)
+    orders = [o for d in docs for o in d["openOrders"]]
+    assert {o["symbol"] for o in orders} == set(_ORDER_SYMBOLS)
+    assert {o["positionSide"] for o in orders} == {"BOTH", "LONG", "SHORT"}
+    assert {o["orderType"] for o in orders} == {"LIMIT", "MARKET"}
+    held = {a for d in docs for a, w in d["wallets"].items() if w["openOrderMargin"] != "0"}
+    assert held == {"USDT", "BTC"}
+    assert {"1000", "12.5", "0.000123456789012346"} <= {o["reserved"] for o in orders}
+
+
 def test_reads_match_the_reference() -> None:
     fast = 0
     for doc in documents():
         reference = repr(reference_account_from_document(doc))
         assert repr(account_from_document(doc)) == reference
         fast += read_account(doc) is not None
-    assert fast == 2 * len(scenario()[1])  # every document the app writes takes it
+    assert fast == 2 * len(all_documents())  # every document the app writes takes it
+
+
+def test_order_fields_read_back_as_written() -> None:
+    docs = scenario()[1]
+    rng = random.Random(20261203)  # order_documents' draws, in turn
+    for i, (doc, written) in enumerate(zip(docs[::2], order_documents(), strict=True)):
+        expected = with_orders(reference_account_from_document(doc), rng, i)
+        for read in (account_from_document, reference_account_from_document):
+            back = read(written)
+            assert back.trading_state == expected.trading_state
+            assert back.trading_state_at == expected.trading_state_at
+            assert back.order_times == expected.order_times
+            assert len(back.open_orders) == len(expected.open_orders)
+            for got, want in zip(back.open_orders, expected.open_orders, strict=True):
+                # decimals come back as written: rounded to 18 places (a reservation of
+                # 21 here) and without trailing zeros
+                assert replace(got, reserved=want.reserved) == want
+                assert format_decimal(got.reserved) == format_decimal(want.reserved)
+        assert read_account(version_1(written)) is not None
+        old = account_from_document(version_1(written))
+        assert (old.trading_state, old.trading_state_at) == ("ACTIVE", None)
+        assert (old.open_orders, old.order_times) == ((), ())
 
 
 def test_writes_match_the_reference() -> None:
@@ -198,8 +309,11 @@ _ODD_VALUES: list[Any] = [
 ]
 
 
-def _breakages(doc: dict[str, Any], rng: random.Random) -> Iterator[dict[str, Any]]:
-    """Copies of ``doc`` with one value replaced or one key removed, anywhere in it."""
+def _breakages(
+    doc: dict[str, Any], rng: random.Random, under: tuple[str, ...] = (), count: int = 40
+) -> Iterator[dict[str, Any]]:
+    """Copies of ``doc`` with one value replaced or one key removed, anywhere in it (or
+    under its top-level keys ``under``), at ``count`` places."""
     paths: list[tuple[Any, ...]] = []
 
     def walk(node: Any, path: tuple[Any, ...]) -> None:
@@ -210,7 +324,9 @@ def _breakages(doc: dict[str, Any], rng: random.Random) -> Iterator[dict[str, An
                 walk(child, (*path, key))
 
     walk(doc, ())
-    for path in rng.sample(paths, min(len(paths), 40)):
+    if under:
+        paths = [p for p in paths if p[0] in under or p[-1] == "openOrderMargin"]
+    for path in rng.sample(paths, min(len(paths), count)):
         for change in ("delete", *rng.sample(_ODD_VALUES, 3)):
             broken = copy.deepcopy(doc)
             parent = broken
@@ -230,6 +346,75 @@ def test_broken_documents_meet_the_reference() -> None:
         for broken in _breakages(doc, rng):
             expected = outcome(reference_account_from_document, broken)
             assert outcome(account_from_document, broken) == expected
+
+
+def test_broken_order_fields_meet_the_reference() -> None:
+    rng = random.Random(11)
+    for doc in order_documents():
+        for broken in _breakages(doc, rng, _ORDER_KEYS, count=25):
+            expected = outcome(reference_account_from_document, broken)
+            assert outcome(account_from_document, broken) == expected
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"tradingState": None},
+        {"tradingState": "active"},
+        {"tradingState": "LIQUIDATION"},
+        {"tradingStateAt": "2024-10-01"},
+        {"tradingStateAt": 0},
+        {"openOrders": None},
+        {"openOrders": {}},
+        {"openOrders": [None]},
+        {"openOrders": [[]]},
+        {"orderTimes": None},
+        {"orderTimes": "2024-10-01T12:00:00Z"},
+        {"orderTimes": ["2024-10-01T12:00:00+02:00", None]},
+    ],
+)
+def test_unusual_order_values_meet_the_reference(change: dict[str, Any]) -> None:
+    doc = {**order_documents()[-1], **change}
+    assert read_account(doc) is None
+    assert outcome(account_from_document, doc) == outcome(reference_account_from_document, doc)
+    with pytest.raises(UnreadableDocument):
+        account_from_document(doc)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"leverage": True},
+        {"leverage": "20"},
+        {"leverage": 20.0},
+        {"orderId": 7},
+        {"symbol": None},
+        {"side": "buy"},
+        {"positionSide": "BOTH "},
+        {"marginMode": None},
+        {"orderType": "STOP"},
+        {"price": 60000},
+        {"price": "6e4x"},
+        {"quantity": None},
+        {"openingQuantity": "NaN"},
+        {"reserved": ""},
+        {"submittedAt": "yesterday"},
+    ],
+)
+def test_unusual_open_orders_meet_the_reference(change: dict[str, Any]) -> None:
+    base = next(d for d in order_documents() if d["openOrders"])
+    doc = copy.deepcopy(base)
+    doc["openOrders"][-1].update(change)
+    assert read_account(doc) is None
+    with pytest.raises(UnreadableDocument):
+        reference_account_from_document(doc)
+    assert outcome(account_from_document, doc) == outcome(reference_account_from_document, doc)
+    missing = copy.deepcopy(base)
+    del missing["openOrders"][0][next(iter(change))]
+    assert read_account(missing) is None
+    assert outcome(account_from_document, missing) == outcome(
+        reference_account_from_document, missing
+    )
 
 
 @pytest.mark.parametrize(

@@ -61,7 +61,7 @@ SETTING_NAMES = sorted(
 def test_the_setting_names_are_the_settings_modules() -> None:
     assert "STALE_MARK_AFTER_SECONDS" in SETTING_NAMES
     assert "AzureWebJobsStorage" in SETTING_NAMES
-    assert len(SETTING_NAMES) == 18  # + MARKS_INDEX_SHARDS, RISK_BAND_WIDTH
+    assert len(SETTING_NAMES) == 23  # + the five ORDER settings
 
 
 @pytest.mark.parametrize("name", SETTING_NAMES)
@@ -94,6 +94,11 @@ def test_settings_defaults_match_the_codes() -> None:
     assert int(params["marksFanoutBatch"]) == defaults.marks_fanout_batch
     assert params["azureSdkLogLevel"] == defaults.azure_sdk_log_level
     assert params["instrumentsFile"] == ""
+    assert params["ordersQueue"] == defaults.orders_queue
+    assert params["orderDecisionsQueue"] == defaults.order_decisions_queue
+    assert params["orderMarketSlippage"] == str(defaults.order_market_slippage)
+    assert int(params["orderRateLimitPerSecond"]) == defaults.order_rate_limit_per_second
+    assert params["orderMaxMarginRatio"] == ""  # the margin-call ratio
     # The values given are accepted by the code as they are.
     loaded = app_settings.load_settings(
         {
@@ -102,8 +107,10 @@ def test_settings_defaults_match_the_codes() -> None:
             "RISK_POSITION_LIMIT_NOTIONAL": params["riskPositionLimitNotional"],
             "STALE_MARK_AFTER_SECONDS": params["staleMarkAfterSeconds"],
             "MARK_CACHE_SECONDS": params["markCacheSeconds"],
+            "ORDER_MAX_MARGIN_RATIO": params["orderMaxMarginRatio"],
         }
     )
+    assert loaded.order_max_margin_ratio == loaded.margin_call_ratio
     assert loaded.stale_mark_after_seconds == 300
     assert loaded.mark_cache_seconds == 0.0
 

@@ -302,3 +302,60 @@ def test_the_wallets_table() -> None:
     ]
     assert "none (margin balance ≤ 0)" in lines[3]
     assert json.dumps(lines, ensure_ascii=False).count("\\u") == 0
+
+
+def order_decision(**changes: Any) -> dict[str, Any]:
+    decision: dict[str, Any] = {
+        "schemaVersion": 1,
+        "type": "ORDER_DECISION",
+        "decisionId": "d" * 64,
+        "orderId": "O-1",
+        "accountId": "alice",
+        "symbol": "BTCUSDT",
+        "decision": "APPROVED",
+        "reasons": [],
+        "metrics": {
+            "markPrice": "63000",
+            "price": "63031.5",
+            "openingQuantity": "0.010",
+            "cost": "63.0630000000001",
+            "availableForOrders": "1000",
+            "availableForOrdersAfter": "936.9369999999999",
+            "marginRatioAfter": "0.1234567",
+        },
+        "correlationId": None,
+        "decidedAt": "2026-12-03T14:00:00.000Z",
+    }
+    decision.update(changes)
+    return decision
+
+
+def test_an_approved_decision_is_one_line_with_its_figures_rounded() -> None:
+    line = present.decision_line(order_decision())
+    assert line.split()[:4] == ["APPROVED", "alice", "O-1", "BTCUSDT"]
+    assert line.endswith(
+        "price 63031.50 · opening qty 0.01 · cost 63.063 · available 1000.00 · "
+        "after 936.937 · margin ratio after 0.1235"
+    )
+
+
+def test_a_rejected_decision_shows_every_reason_and_what_it_could_compute() -> None:
+    line = present.decision_line(
+        order_decision(
+            decision="REJECTED",
+            reasons=[
+                {"code": "INSUFFICIENT_MARGIN", "message": "cost 63.0630000000001 > 50"},
+                {"code": "RATE_LIMITED", "message": "51 orders\nwithin 1 s"},
+            ],
+            metrics={"price": "63031.5"},
+        )
+    )
+    assert line.split()[:2] == ["REJECTED", "alice"]
+    assert "INSUFFICIENT_MARGIN: cost 63.063 > 50 · RATE_LIMITED: 51 orders\\x0awithin 1 s" in line
+    assert line.endswith("· price 63031.50")
+    assert "\n" not in line
+
+
+def test_a_body_that_is_no_decision_is_shown_as_text() -> None:
+    assert present.decision_line({"raw": True}) == "(not a decision) {'raw': True}"
+    assert present.decision_line(margin_call()).startswith("(not a decision) ")

@@ -17,6 +17,11 @@ from typing import Any
 
 from handlers.adapters.mapping.records import entry_from_document, entry_to_document
 from handlers.adapters.mapping.values import (
+    MARGIN_MODES,
+    ORDER_SIDES,
+    ORDER_TYPES,
+    POSITION_SIDES,
+    TRADING_STATES,
     decimal_text,
     figure_text,
     header,
@@ -24,7 +29,10 @@ from handlers.adapters.mapping.values import (
     stored_decimal,
     stored_time,
 )
+from handlers.core.catalog import Catalog
+from handlers.core.decimals import m_add, m_sub
 from handlers.core.documents import ACCOUNT_ID, AccountDoc, Entry
+from handlers.core.orders import OpenOrder
 from handlers.core.state import Ledger, Position, RiskState, Wallet
 from handlers.core.valuation import Valuation
 
@@ -106,6 +114,64 @@ def _position(p: object) -> Position | None:
     )
 
 
+def _open_order(o: object) -> OpenOrder | None:
+    """An ``openOrders`` entry of the exact shape the reference reads, else None."""
+    if type(o) is not dict:
+        return None
+    get = o.get
+    order_id, symbol, leverage = get("orderId"), get("symbol"), get("leverage")
+    side, position_side = get("side"), get("positionSide")
+    margin_mode, order_type = get("marginMode"), get("orderType")
+    if type(order_id) is not str or type(symbol) is not str or type(leverage) is not int:
+        return None
+    if side not in ORDER_SIDES or position_side not in POSITION_SIDES:
+        return None
+    if margin_mode not in MARGIN_MODES or order_type not in ORDER_TYPES:
+        return None
+    price, quantity = stored_decimal(get("price")), stored_decimal(get("quantity"))
+    opening, reserved = stored_decimal(get("openingQuantity")), stored_decimal(get("reserved"))
+    submitted = stored_time(get("submittedAt"))
+    if price is None or quantity is None or opening is None or reserved is None:
+        return None
+    if submitted is None:
+        return None
+    return OpenOrder(
+        order_id,
+        symbol,
+        side,
+        position_side,
+        margin_mode,
+        order_type,
+        price,
+        leverage,
+        quantity,
+        opening,
+        reserved,
+        submitted,
+    )
+
+
+def _orders(doc: dict[str, Any]) -> tuple[tuple[OpenOrder, ...], tuple[datetime, ...]] | None:
+    """The open orders and order times (empty when absent), or None when either is not
+    of the usual shape."""
+    raw_orders, raw_times = doc.get("openOrders", []), doc.get("orderTimes", [])
+    if type(raw_orders) is not list or type(raw_times) is not list:
+        return None
+    orders: list[OpenOrder] = []
+    for o in raw_orders:
+        order = _open_order(o)
+        if order is None:
+            return None
+        orders.append(order)
+    times: list[datetime] = []
+    for t in raw_times:
+        moment = stored_time(t)
+        if moment is None:
+            return None
+        times.append(moment)
+    return tuple(orders), tuple(times)
+
+
 def _entry(e: object) -> Entry | None:
     """An entry of the usual shape (an event that raised no alert: its record's id), or
     the reference reading of any other; None for anything the reference would refuse."""
@@ -167,6 +233,17 @@ def read_account(doc: Mapping[str, Any]) -> AccountDoc | None:
         updated = stored_time(raw_updated)
         if updated is None:
             return None
+    trading_state, raw_state_at = doc.get("tradingState", "ACTIVE"), doc.get("tradingStateAt")
+    if trading_state not in TRADING_STATES:
+        return None
+    state_at: datetime | None = None
+    if raw_state_at is not None:
+        state_at = stored_time(raw_state_at)
+        if state_at is None:
+            return None
+    orders = _orders(doc)
+    if orders is None:
+        return None
     return AccountDoc(
         account_id=str(doc.get("accountId")),
         ledger=Ledger(wallets=wallets, positions=tuple(positions)),
@@ -178,6 +255,10 @@ def read_account(doc: Mapping[str, Any]) -> AccountDoc | None:
         updated_at=updated,
         bands=bands,
         bands_version=bands_version,
+        trading_state=trading_state,
+        trading_state_at=state_at,
+        open_orders=orders[0],
+        order_times=orders[1],
     )
 
 
@@ -197,26 +278,70 @@ def _entry_document(entry: Entry) -> dict[str, Any]:
     return entry_to_document(entry)
 
 
+def _order_margins(open_orders: tuple[OpenOrder, ...], catalog: Catalog) -> dict[str, Decimal]:
+    """Σ reserved per settle asset, in one pass: per asset the same additions, in the same
+    order, as :func:`handlers.core.orders.open_order_margin` (symbols the catalog does not
+    hold count nowhere)."""
+    margins: dict[str, Decimal] = {}
+    instruments = catalog.instruments
+    for o in open_orders:
+        instrument = instruments.get(o.symbol)
+        if instrument is not None:
+            asset = instrument.settle_asset
+            margins[asset] = m_add(margins.get(asset, _ZERO), o.reserved)
+    return margins
+
+
+def _open_order_document(o: OpenOrder) -> dict[str, Any]:
+    text = decimal_text
+    return {
+        "orderId": o.order_id,
+        "symbol": o.symbol,
+        "side": o.side,
+        "positionSide": o.position_side,
+        "marginMode": o.margin_mode,
+        "orderType": o.order_type,
+        "price": text(o.price),
+        "leverage": o.leverage,
+        "quantity": text(o.quantity),
+        "openingQuantity": text(o.opening_quantity),
+        "reserved": text(o.reserved),
+        "submittedAt": stamp_text(o.submitted_at),
+    }
+
+
 def write_account(account: AccountDoc, valuation: Valuation, version: int) -> dict[str, Any]:
     """The reference's document (schema ``version``), key for key and text for text.
 
     Stored figures, which mostly repeat (a position's own numbers, a mark's price), are
     written through the remembered :func:`decimal_text`; the figures of the valuation,
-    new at every mark, through :func:`figure_text`.
+    new at every mark, through :func:`figure_text`. A wallet's ``openOrderMargin`` and its
+    ``availableBalance`` net of it are the reference's (by the valuation's catalog).
+
+    Raises:
+        ValueError: the account holds open orders and ``valuation`` carries no catalog.
     """
     assert account.updated_at is not None
     text, fresh = decimal_text, figure_text
+    margins: dict[str, Decimal] = {}
+    if account.open_orders:
+        if valuation.catalog is None:
+            raise ValueError("open orders are settled by the valuation's catalog: it has none")
+        margins = _order_margins(account.open_orders, valuation.catalog)
     wallets: dict[str, Any] = {}
     views = valuation.wallets
     for asset, wallet in sorted(account.ledger.wallets.items()):
         view = views.get(asset)
         balance = text(wallet.balance)
+        reserved = margins.get(asset, _ZERO)
+        held = not reserved.is_zero()  # else availableBalance is the valuation's as it is
         if view is None:
             wallets[asset] = {
                 "walletBalance": balance,
                 "crossWalletBalance": balance,
                 "marginBalance": balance,
-                "availableBalance": balance,
+                "availableBalance": fresh(m_sub(wallet.balance, reserved)) if held else balance,
+                "openOrderMargin": fresh(reserved),
                 "totalInitialMargin": "0",
                 "totalMaintMargin": "0",
                 "marginRatio": None,
@@ -227,7 +352,10 @@ def write_account(account: AccountDoc, valuation: Valuation, version: int) -> di
             "walletBalance": balance,
             "crossWalletBalance": fresh(view.cross_wallet_balance),
             "marginBalance": fresh(view.margin_balance),
-            "availableBalance": fresh(view.available_balance),
+            "availableBalance": fresh(
+                m_sub(view.available_balance, reserved) if held else view.available_balance
+            ),
+            "openOrderMargin": fresh(reserved),
             "totalInitialMargin": fresh(view.total_initial_margin),
             "totalMaintMargin": fresh(view.total_maint_margin),
             "marginRatio": _opt(view.margin_ratio),
@@ -268,6 +396,7 @@ def write_account(account: AccountDoc, valuation: Valuation, version: int) -> di
             }
         )
     times = [p.mark_time for p in account.ledger.positions if p.is_open and p.mark_time]
+    at = account.trading_state_at
     return {
         **header(ACCOUNT_ID, "account", accountId=account.account_id),
         "schemaVersion": version,
@@ -285,4 +414,8 @@ def write_account(account: AccountDoc, valuation: Valuation, version: int) -> di
             for symbol, (low, high) in sorted(account.bands.items())
         },
         "bandsVersion": account.bands_version,
+        "tradingState": account.trading_state,
+        "tradingStateAt": None if at is None else stamp_text(at),
+        "openOrders": [_open_order_document(o) for o in account.open_orders],
+        "orderTimes": [stamp_text(t) for t in account.order_times],
     }

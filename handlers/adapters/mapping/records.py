@@ -13,10 +13,12 @@ from handlers.adapters.mapping.values import (
     reading,
     ts,
 )
-from handlers.core.contracts import format_timestamp
+from handlers.core.contracts import OrderDecision, format_timestamp
 from handlers.core.documents import (
     Entry,
     EventRecord,
+    OrderEventRecord,
+    OrderRecord,
     PassSent,
     Record,
     RejectionRecord,
@@ -61,6 +63,19 @@ def record_to_document(record: Record | SentMarker | PassSent) -> dict[str, Any]
             **record.event,
             **header(record.id, record.kind, accountId=record.account_id),
             "eventType": record.event_type,
+            **common,
+        }
+    if isinstance(record, OrderRecord):
+        return {
+            **header(record.id, "order", accountId=record.account_id),
+            "orderId": record.order_id,
+            "decision": record.decision.model_dump(mode="json"),
+            **common,
+        }
+    if isinstance(record, OrderEventRecord):
+        return {
+            **record.event,
+            **header(record.id, record.kind, accountId=record.account_id),
             **common,
         }
     if isinstance(record, RejectionRecord):
@@ -119,6 +134,16 @@ def record_from_document(doc: Mapping[str, Any]) -> Record:
                 body_digest=str(doc["bodyDigest"]),
                 body_excerpt=str(doc.get("bodyExcerpt", "")),
                 reasons=tuple((str(r["code"]), str(r["message"])) for r in doc["reasons"]),
+                **common,
+            )
+        if kind == "order":
+            decision = OrderDecision.model_validate(doc["decision"], strict=False)
+            return OrderRecord(order_id=str(doc["orderId"]), decision=decision, **common)
+        if kind in ("orderDone", "control"):
+            return OrderEventRecord(
+                id=str(doc["id"]),
+                kind=kind,
+                event={k: v for k, v in doc.items() if k not in _EVENT_META and k[:1] != "_"},
                 **common,
             )
         if kind == "revaluation":

@@ -6,16 +6,22 @@ import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, get_args
 
 from handlers.core.contracts import Alert, format_timestamp, parse_timestamp
 from handlers.core.decimals import MONEY, WRITE_PLACES, format_decimal, parse_decimal
 from handlers.core.documents import STORED_DIGITS
+from handlers.core.orders import MarginMode, OrderType, PositionSide, Side
 from handlers.core.state import RiskState
 from handlers.errors import UnreadableDocument
 
 __all__ = [
+    "MARGIN_MODES",
+    "ORDER_SIDES",
+    "ORDER_TYPES",
+    "POSITION_SIDES",
     "SCHEMA_VERSION",
+    "TRADING_STATES",
     "alerts_json",
     "dec",
     "dec_or_none",
@@ -35,6 +41,12 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 _RISK = ("NORMAL", "MARGIN_CALL", "LIQUIDATION")
+#: The values an account document's ``tradingState`` and open orders' enums may hold.
+TRADING_STATES: tuple[str, ...] = ("ACTIVE", "REDUCING", "HALTED")
+ORDER_SIDES: tuple[Side, ...] = get_args(Side)
+ORDER_TYPES: tuple[OrderType, ...] = get_args(OrderType)
+MARGIN_MODES: tuple[MarginMode, ...] = get_args(MarginMode)
+POSITION_SIDES: tuple[PositionSide, ...] = get_args(PositionSide)
 
 
 def dec_or_none(value: Decimal | None) -> str | None:
