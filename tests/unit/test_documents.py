@@ -94,6 +94,7 @@ def breakages() -> list[tuple[str, Any]]:
         ("positions", None),
         ("recentEventIds", None),
         ("pending", [{"record": {}}]),
+        ("riskBands", {"BTCUSDT": ["59000"]}),  # a band with one end
     ]
 
 

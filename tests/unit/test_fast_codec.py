@@ -201,8 +201,7 @@ def documents() -> Iterator[dict[str, Any]]:
 
 
 def outcome(read: Any, doc: Any) -> tuple[str, str]:
-    """What reading ``doc`` gives: the value, or the error (any: a riskBands entry of one
-    end raises IndexError, not UnreadableDocument — the reference's, kept as it is)."""
+    """What reading ``doc`` gives: the value, or the error it raises."""
     try:
         return ("ok", repr(read(doc)))
     except Exception as exc:

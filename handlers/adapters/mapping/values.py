@@ -110,9 +110,9 @@ def reading(
     kind: str = "",
     versions: tuple[int, ...] = (SCHEMA_VERSION,),
 ) -> Iterator[None]:
-    """Read a stored document's fields: a missing key or a value of the wrong kind becomes
-    :class:`UnreadableDocument` naming ``what``; with ``doc`` and ``kind``, a document of
-    another ``type`` or ``schemaVersion`` is refused first.
+    """Read a stored document's fields: a missing key or item, or a value of the wrong kind,
+    becomes :class:`UnreadableDocument` naming ``what``; with ``doc`` and ``kind``, a
+    document of another ``type`` or ``schemaVersion`` is refused first.
 
     Raises:
         UnreadableDocument: another type or version, or a wrong shape.
@@ -123,7 +123,7 @@ def reading(
         yield
     except UnreadableDocument:
         raise
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
         raise UnreadableDocument(f"{what}: {exc!r}") from exc
 
 
