@@ -5,7 +5,8 @@ line that names the setting and where its value came from (the environment or th
 settings file), instead of as minutes of retries and raw XML.
 
 - storage (a connection setting of a trigger or an output binding): List Queues, one
-  result, no retries;
+  result, no retries but one: an endpoint that takes the connection and does not answer in
+  time is asked once more;
 - Cosmos DB (only when the app has ``COSMOS_*`` settings): a read of the database account
   (``GET`` on the endpoint), signed with ``COSMOS_KEY`` when it is set. Without a key the
   app authenticates with DefaultAzureCredential, and an answer of any kind shows that the
@@ -40,6 +41,9 @@ __all__ = ["CHECK_TIMEOUT", "PreflightError", "check_cosmos", "check_storage"]
 
 #: Seconds a start-up check waits for a connection, and then for an answer.
 CHECK_TIMEOUT = 5.0
+#: Tries of a storage check whose endpoint takes the connection but does not answer in
+#: :data:`CHECK_TIMEOUT` (a busy local Azurite); a refused connection is not tried again.
+SLOW_ANSWER_TRIES = 2
 COSMOS_SETTINGS = ("COSMOS_ENDPOINT", "COSMOS_KEY", "COSMOS_DATABASE")
 _COSMOS_API_VERSION = "2018-12-31"
 
@@ -144,8 +148,20 @@ def check_storage(
         pages = service.list_queues(results_per_page=1, timeout=max(1, int(timeout))).by_page()
         list(next(iter(pages), []))
 
+    def patient_probe() -> None:
+        # An endpoint that takes the connection but answers late (a busy local Azurite)
+        # gets a second try; one that refuses it fails at once.
+        for attempt in range(SLOW_ANSWER_TRIES):
+            try:
+                probe()
+                return
+            except ServiceResponseError:
+                if attempt == SLOW_ANSWER_TRIES - 1:
+                    raise
+
     try:
-        _bounded(probe, 2 * timeout + 1, f"{label}: no answer from {endpoint}")
+        bound = SLOW_ANSWER_TRIES * (2 * timeout + 1)
+        _bounded(patient_probe, bound, f"{label}: no answer from {endpoint}")
     except PreflightError:
         raise
     except ServiceRequestError as exc:
